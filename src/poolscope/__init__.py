@@ -1,0 +1,57 @@
+"""poolscope: see every wait for a worker thread in async Python apps.
+
+For every task handed to a pool (the event loop's default executor, anyio's
+thread limiter behind every Starlette/FastAPI sync path, your own thread and
+process pools, your semaphores) poolscope records the time spent **waiting for
+a worker** apart from the time **running**, per pool, with the pool's cap and
+how busy it is, as OpenTelemetry metrics and spans.
+
+Turn it on::
+
+    import poolscope
+    poolscope.instrument()            # or: opentelemetry-instrument uvicorn app:app
+
+Name the pools you create::
+
+    pdf_pool = poolscope.instrument_executor(ThreadPoolExecutor(4), name="pdf")
+    llm_slots = poolscope.instrument_semaphore(asyncio.Semaphore(16), name="llm")
+
+Settings (keyword, else environment variable, else default):
+
+* ``wait_span_threshold`` / ``OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS``: emit an
+  ``executor.wait`` span only for waits at least this long (default 1 ms).
+* ``run_spans`` / ``OTEL_POOLSCOPE_RUN_SPANS``: emit ``executor.run`` spans (true).
+* ``root_spans`` / ``OTEL_POOLSCOPE_ROOT_SPANS``: also trace tasks submitted
+  outside any trace (false).
+* ``paths`` / ``OTEL_POOLSCOPE_PATHS``: ``thread_pool``, ``process_pool``,
+  ``anyio`` (all).
+
+Every name poolscope emits is defined in :mod:`poolscope.semconv`.
+"""
+
+from __future__ import annotations
+
+from ._api import (
+    instrument,
+    instrument_executor,
+    instrument_limiter,
+    instrument_semaphore,
+    uninstrument,
+)
+from ._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore
+from ._errors import ConfigurationError
+from ._instrumentor import PoolscopeInstrumentor
+from ._version import __version__
+
+__all__ = [
+    "ConfigurationError",
+    "InstrumentedCapacityLimiter",
+    "InstrumentedSemaphore",
+    "PoolscopeInstrumentor",
+    "__version__",
+    "instrument",
+    "instrument_executor",
+    "instrument_limiter",
+    "instrument_semaphore",
+    "uninstrument",
+]

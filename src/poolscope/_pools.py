@@ -1,0 +1,199 @@
+"""Live state of every instrumented pool: name, cap, busy and pending counts.
+
+A :class:`Pool` is the bookkeeping for one executor, limiter or semaphore. Its
+counters are changed under a per-pool lock by the submitting and the worker
+threads, and read by the metric reader's thread through :func:`snapshot_all`,
+which only touches the captured ``Pool`` objects, never an event loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from . import semconv
+
+__all__ = ["Pool", "PoolSnapshot", "pool_for", "generated_name", "register", "snapshot_all"]
+
+LimitReader = Callable[[], float]
+
+_AUTO_THREAD_PREFIX: Final = re.compile(r"ThreadPoolExecutor-\d+")
+
+
+class Pool:
+    """Counters for one pool. ``derived`` pools only know tasks in flight.
+
+    A process pool's worker start happens in another process and is learnt
+    only when the result comes back, so its busy and pending figures are
+    derived from tasks in flight: busy = min(in flight, limit).
+    """
+
+    __slots__ = (
+        "attributes",
+        "busy",
+        "cancelled_attributes",
+        "derived",
+        "lock",
+        "name",
+        "pending",
+        "read_limit",
+        "type",
+    )
+
+    def __init__(
+        self, name: str, type: str, read_limit: LimitReader, *, derived: bool = False
+    ) -> None:
+        self.type = type
+        self.read_limit = read_limit
+        self.derived = derived
+        self.lock = threading.Lock()
+        self.busy = 0
+        self.pending = 0
+        self.rename(name)
+
+    def rename(self, name: str) -> None:
+        self.name = name
+        # Built once: the hot path passes these same dicts to every record().
+        self.attributes: dict[str, str | bool] = {
+            semconv.ATTR_EXECUTOR_NAME: name,
+            semconv.ATTR_EXECUTOR_TYPE: self.type,
+        }
+        self.cancelled_attributes: dict[str, str | bool] = {
+            **self.attributes,
+            semconv.ATTR_EXECUTOR_TASK_CANCELLED: True,
+        }
+
+    def limit(self) -> int | float:
+        """The cap right now: an int, or ``math.inf`` for an unbounded limiter."""
+        try:
+            value = self.read_limit()
+        except Exception:
+            return 0
+        return int(value) if math.isfinite(value) else value
+
+    def counts(self) -> tuple[int, int]:
+        """Return (busy, pending); call with ``lock`` held for a consistent pair."""
+        if not self.derived:
+            return self.busy, self.pending
+        in_flight = self.busy + self.pending
+        busy = min(in_flight, int(self.limit()))
+        return busy, in_flight - busy
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.name!r} type={self.type} busy={self.busy} pending={self.pending}>"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """Figures of all live pools sharing one (name, type), summed."""
+
+    name: str
+    type: str
+    busy: int
+    pending: int
+    limit: int | float
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return {semconv.ATTR_EXECUTOR_NAME: self.name, semconv.ATTR_EXECUTOR_TYPE: self.type}
+
+
+class _Registry:
+    """Pools keyed by the identity of the object they describe.
+
+    Entries are dropped by a ``weakref.finalize`` on the owner, which runs
+    before the owner's id can be reused. Lookups are a plain dict read.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[int, Pool] = {}
+
+    def get(self, owner: object) -> Pool | None:
+        return self._pools.get(id(owner))
+
+    def add(self, owner: object, pool: Pool) -> Pool:
+        key = id(owner)
+        with self._lock:
+            existing = self._pools.get(key)
+            if existing is not None:
+                return existing
+            self._pools[key] = pool
+        weakref.finalize(owner, self._forget, key, pool)
+        return pool
+
+    def _forget(self, key: int, pool: Pool) -> None:
+        with self._lock:
+            if self._pools.get(key) is pool:
+                del self._pools[key]
+
+    def pools(self) -> list[Pool]:
+        with self._lock:
+            return list(self._pools.values())
+
+
+_registry = _Registry()
+_ordinals: dict[str, Callable[[], int]] = {}
+_ordinals_lock = threading.Lock()
+
+
+def generated_name(type: str) -> str:
+    """A name for a pool nobody named: ``thread_pool-1``, ``limiter-2``, ...
+
+    Numbered in order of first use, so pools a library creates but never uses
+    do not shift the numbers of the ones that matter.
+    """
+    with _ordinals_lock:
+        counter = _ordinals.setdefault(type, itertools.count(1).__next__)
+    return f"{type}-{counter()}"
+
+
+def thread_name_prefix_name(prefix: str | None) -> str | None:
+    """The executor's ``thread_name_prefix`` if a person chose it, else None."""
+    if not prefix or _AUTO_THREAD_PREFIX.fullmatch(prefix):
+        return None
+    return prefix
+
+
+def pool_for(owner: object) -> Pool | None:
+    return _registry.get(owner)
+
+
+def register(
+    owner: object,
+    name: str,
+    type: str,
+    read_limit: LimitReader,
+    *,
+    derived: bool = False,
+) -> Pool:
+    """Return the pool of ``owner``, creating it with ``name`` on first sight."""
+    pool = _registry.get(owner)
+    if pool is not None:
+        return pool
+    return _registry.add(owner, Pool(name, type, read_limit, derived=derived))
+
+
+def snapshot_all() -> list[PoolSnapshot]:
+    """Figures of every live pool, summed per (name, type).
+
+    Pools share a name legitimately: each event loop has its own default
+    executor and anyio limiter, all called ``asyncio.default`` / ``anyio.default``.
+    """
+    totals: dict[tuple[str, str], PoolSnapshot] = {}
+    for pool in _registry.pools():
+        with pool.lock:
+            busy, pending = pool.counts()
+        limit = pool.limit()
+        key = (pool.name, pool.type)
+        seen = totals.get(key)
+        if seen is not None:
+            busy, pending, limit = seen.busy + busy, seen.pending + pending, seen.limit + limit
+        totals[key] = PoolSnapshot(pool.name, pool.type, busy, pending, limit)
+    return [totals[key] for key in sorted(totals)]

@@ -1,0 +1,165 @@
+"""``concurrent.futures.ProcessPoolExecutor``: wait and run measured across the process boundary.
+
+The submitted function is wrapped in a picklable :class:`_TimedCall` that
+stamps start and end inside the worker process and ships them back with the
+result (or on the exception). The caller gets a :class:`_ResultFuture` that
+unwraps them, so it sees exactly the result or exception of its function.
+
+The worker's start is only learnt when the result comes back, so the live
+busy/pending gauges of a process pool are derived from tasks in flight
+(see ``Pool.derived``); the histograms and spans are exact.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Final
+
+from opentelemetry import context, propagate
+
+from . import _runtime, semconv
+from ._config import PATH_PROCESS_POOL
+from ._patch import Patch
+from ._pools import Pool, generated_name, pool_for, register
+from ._safety import report_internal_error
+from ._task import Task
+
+__all__ = ["patches", "register_executor"]
+
+_TIMING_ATTRIBUTE: Final = "_poolscope_timing"
+
+
+class _Timed:
+    """What a wrapped call returns across the pipe: the result plus its timing."""
+
+    __slots__ = ("result", "run_ns", "started_epoch_ns")
+
+    def __init__(self, result: Any, started_epoch_ns: int, run_ns: int) -> None:
+        self.result = result
+        self.started_epoch_ns = started_epoch_ns
+        self.run_ns = run_ns
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Timed, (self.result, self.started_epoch_ns, self.run_ns))
+
+
+class _TimedCall:
+    """Runs in the worker process: stamps start and end, joins the caller's trace."""
+
+    __slots__ = ("carrier", "fn")
+
+    def __init__(self, fn: Callable[..., Any], carrier: dict[str, str]) -> None:
+        self.fn = fn
+        self.carrier = carrier
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_TimedCall, (self.fn, self.carrier))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Timed:
+        started_epoch = time.time_ns()
+        started = time.monotonic_ns()
+        token = context.attach(propagate.extract(self.carrier)) if self.carrier else None
+        try:
+            result = self.fn(*args, **kwargs)
+        except BaseException as exc:
+            # An exception's __dict__ is pickled with it: the timing rides along.
+            try:
+                setattr(exc, _TIMING_ATTRIBUTE, (started_epoch, time.monotonic_ns() - started))
+            except Exception:  # noqa: S110 - exceptions with __slots__ go back untimed
+                pass
+            raise
+        finally:
+            if token is not None:
+                context.detach(token)
+        return _Timed(result, started_epoch, time.monotonic_ns() - started)
+
+
+class _ResultFuture(Future[Any]):
+    """The future handed to the caller; cancelling it cancels the real one."""
+
+    def __init__(self, inner: Future[Any]) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def cancel(self) -> bool:
+        if self._inner.cancel():
+            return super().cancel()
+        return False
+
+
+def _settle(task: Task, outer: Future[Any], inner: Future[Any]) -> None:
+    if inner.cancelled():
+        task.abandon(cancelled=True)
+        Future.cancel(outer)
+        # concurrent.futures.wait() only counts a cancelled future as done once
+        # it was "notified", which executors do for the futures they own.
+        outer.set_running_or_notify_cancel()
+        return
+    error = inner.exception()
+    if error is not None:
+        timing = getattr(error, "__dict__", {}).pop(_TIMING_ATTRIBUTE, None)
+        if timing is None:  # never ran: pickling failed or the pool broke
+            task.abandon(cancelled=False, error=error)
+        else:
+            task.finish_remote(timing[0], timing[1], error)
+        outer.set_exception(error)
+        return
+    timed = inner.result()
+    if isinstance(timed, _Timed):
+        task.finish_remote(timed.started_epoch_ns, timed.run_ns, None)
+        outer.set_result(timed.result)
+    else:  # pragma: no cover - only if another wrapper changed the result
+        task.discard()
+        outer.set_result(timed)
+
+
+def register_executor(executor: ProcessPoolExecutor, name: str | None) -> Pool:
+    max_workers: int = executor._max_workers  # type: ignore[attr-defined]
+    pool = register(
+        executor,
+        name or generated_name(semconv.EXECUTOR_TYPE_PROCESS_POOL),
+        semconv.EXECUTOR_TYPE_PROCESS_POOL,
+        lambda: max_workers,
+        derived=True,
+    )
+    if name is not None and pool.name != name:
+        pool.rename(name)
+    return pool
+
+
+def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[Any]]:
+    @functools.wraps(original)
+    def submit(self: ProcessPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        telemetry = _runtime.state.telemetry
+        if telemetry is None:
+            return original(self, fn, *args, **kwargs)
+        try:
+            pool = pool_for(self)
+            if pool is None:
+                if PATH_PROCESS_POOL not in _runtime.state.auto:
+                    return original(self, fn, *args, **kwargs)
+                pool = register_executor(self, None)
+            task = Task(pool, telemetry, fn)
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, task.parent)
+            work = _TimedCall(fn, carrier)
+        except Exception:
+            report_internal_error("ProcessPoolExecutor.submit")
+            return original(self, fn, *args, **kwargs)
+        try:
+            inner = original(self, work, *args, **kwargs)
+        except BaseException:
+            task.discard()
+            raise
+        outer = _ResultFuture(inner)
+        inner.add_done_callback(functools.partial(_settle, task, outer))
+        return outer
+
+    return submit
+
+
+def patches() -> list[Patch]:
+    return [Patch(ProcessPoolExecutor, "submit", _wrap_submit(ProcessPoolExecutor.submit))]

@@ -1,0 +1,104 @@
+"""What is instrumented right now: the telemetry binding and the applied patches.
+
+Two ways in:
+
+* :func:`activate` (from ``poolscope.instrument()``): every pool on the chosen
+  paths is recorded, named automatically unless the user named it.
+* :func:`ensure_path` (from ``instrument_executor`` and friends, possibly
+  before ``instrument()``): only the pools the user registered are recorded.
+
+The hot path reads ``state.telemetry`` (``None`` means "call straight
+through") and ``state.auto`` (paths whose unregistered pools get recorded too).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from opentelemetry import metrics, trace
+
+from ._config import PATH_ANYIO, PATH_PROCESS_POOL, PATH_THREAD_POOL, Settings
+from ._patch import Patch
+from ._telemetry import Telemetry
+
+__all__ = ["activate", "deactivate", "ensure_path", "ensure_telemetry", "is_active", "state"]
+
+
+class _State:
+    __slots__ = ("auto", "patches", "telemetry")
+
+    def __init__(self) -> None:
+        self.telemetry: Telemetry | None = None
+        self.auto: frozenset[str] = frozenset()
+        self.patches: dict[str, list[Patch]] = {}
+
+
+state = _State()
+_lock = threading.RLock()
+
+
+def _patch_factories() -> dict[str, Callable[[], list[Patch]]]:
+    # Imported lazily: the path modules import this one for ``state``.
+    from . import _anyio, _process_pool, _thread_pool
+
+    return {
+        PATH_THREAD_POOL: _thread_pool.patches,
+        PATH_PROCESS_POOL: _process_pool.patches,
+        PATH_ANYIO: _anyio.patches,
+    }
+
+
+def _install(path: str) -> None:
+    if path in state.patches:
+        return
+    patches = _patch_factories()[path]()
+    for patch in patches:
+        patch.apply()
+    state.patches[path] = patches
+
+
+def activate(
+    settings: Settings,
+    tracer_provider: trace.TracerProvider | None,
+    meter_provider: metrics.MeterProvider | None,
+) -> None:
+    """Record every pool on ``settings.paths`` with the given providers."""
+    with _lock:
+        state.telemetry = Telemetry(settings, tracer_provider, meter_provider)
+        for path in settings.paths:
+            _install(path)
+        state.auto = settings.paths
+
+
+def ensure_telemetry() -> None:
+    """Bind to the global providers and environment settings unless already bound.
+
+    The global providers may still be proxies that the application replaces
+    later; the instruments follow them.
+    """
+    with _lock:
+        if state.telemetry is None:
+            state.telemetry = Telemetry(Settings.resolve())
+
+
+def ensure_path(path: str) -> None:
+    """Make sure pools the user registers on ``path`` are recorded."""
+    with _lock:
+        ensure_telemetry()
+        _install(path)
+
+
+def deactivate() -> None:
+    """Undo every patch and stop recording; in-flight tasks still balance their counts."""
+    with _lock:
+        state.telemetry = None
+        state.auto = frozenset()
+        patches, state.patches = state.patches, {}
+        for path_patches in patches.values():
+            for patch in reversed(path_patches):
+                patch.revert()
+
+
+def is_active() -> bool:
+    return state.telemetry is not None

@@ -1,0 +1,316 @@
+"""One task's life in a pool: submitted, started, ended (or abandoned).
+
+Timestamps are taken where the event happens: submit on the caller's side,
+start and end inside the worker. Only the monotonic clock is read on the hot
+path; spans are built from those readings, the wait span after the fact.
+
+Every method here may run in a user's request path, so none of them raises:
+counter updates are plain arithmetic under the pool lock, and everything that
+touches OpenTelemetry is guarded by :func:`report_internal_error`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Final, ParamSpec, TypeVar
+
+from opentelemetry import context, trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from . import semconv
+from ._pools import Pool
+from ._safety import report_internal_error
+from ._telemetry import Telemetry
+
+__all__ = ["Task", "error_type", "function_name"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+WAITING: Final = 0
+RUNNING: Final = 1
+DONE: Final = 2
+ABANDONED: Final = 3
+
+_monotonic_ns = time.monotonic_ns
+_NS_PER_S: Final = 1e9
+
+
+def _epoch_offset_ns() -> int:
+    return time.time_ns() - _monotonic_ns()
+
+
+def error_type(exc: BaseException) -> str:
+    """``error.type`` value: the exception's fully qualified class name."""
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _context_run_target(fn: object) -> Callable[..., Any] | None:
+    """The real function of ``partial(ctx.run, func, ...)``, as ``asyncio.to_thread`` builds."""
+    if type(fn) is functools.partial:
+        inner = fn.func
+        if getattr(inner, "__name__", None) == "run" and isinstance(
+            getattr(inner, "__self__", None), contextvars.Context
+        ):
+            target: Callable[..., Any] = fn.args[0]
+            return target
+    return None
+
+
+def function_name(fn: object) -> str:
+    """``code.function.name``: the fully qualified name of what the task runs."""
+    for _ in range(8):  # unwrap partials, bounded against pathological nesting
+        target = _context_run_target(fn)
+        if target is not None:
+            fn = target
+        elif isinstance(fn, functools.partial):
+            fn = fn.func
+        else:
+            break
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+class Task:
+    """Bookkeeping for one offloaded call; see the module docstring."""
+
+    __slots__ = (
+        "busy_at_submit",
+        "func",
+        "parent",
+        "pending_at_submit",
+        "pool",
+        "run_span",
+        "started",
+        "state",
+        "submitted",
+        "telemetry",
+        "traced",
+    )
+
+    def __init__(self, pool: Pool, telemetry: Telemetry, func: object) -> None:
+        self.submitted = _monotonic_ns()
+        self.pool = pool
+        self.telemetry = telemetry
+        self.func = func
+        self.state = WAITING
+        self.started = 0
+        self.run_span: Span | None = None
+        parent = context.get_current()
+        self.parent = parent
+        self.traced = telemetry.root_spans or trace.get_current_span(parent).is_recording()
+        with pool.lock:
+            self.busy_at_submit, self.pending_at_submit = pool.counts()
+            pool.pending += 1
+
+    # --- wrapping --------------------------------------------------------------
+
+    def wrap(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Return a callable that runs ``fn`` and records start and end around it."""
+        target = _context_run_target(fn)
+        if target is not None:
+            # asyncio.to_thread runs the function inside a copied context; our
+            # run span must be current *inside* it, so wrap the inner function.
+            assert isinstance(fn, functools.partial)
+            wrapped: Callable[P, R] = functools.partial(
+                fn.func, self._wrap_plain(target), *fn.args[1:], **fn.keywords
+            )
+            return wrapped
+        return self._wrap_plain(fn)
+
+    def _wrap_plain(self, fn: Callable[P, R]) -> Callable[P, R]:
+        def run_task(*args: P.args, **kwargs: P.kwargs) -> R:
+            token = self.start()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self.finish(token, exc)
+                raise
+            self.finish(token, None)
+            return result
+
+        return run_task
+
+    # --- life cycle -------------------------------------------------------------
+
+    def start(self, *, attach: bool = True) -> object | None:
+        """Mark the task running; return a context token to pass to :meth:`finish`.
+
+        With ``attach``, the run span (or the submitter's context) becomes
+        current here until :meth:`finish`; that must then run in this context.
+        """
+        now = _monotonic_ns()
+        pool = self.pool
+        with pool.lock:
+            waited = self.state == WAITING
+            if waited:
+                pool.pending -= 1
+            pool.busy += 1
+            self.state = RUNNING
+        self.started = now
+        try:
+            if waited:
+                self.telemetry.wait.record((now - self.submitted) / _NS_PER_S, pool.attributes)
+            if self.traced:
+                return self._start_spans(now, waited, attach)
+            if attach and self.parent:
+                return context.attach(self.parent)
+        except Exception:
+            report_internal_error("recording the start of a task")
+        return None
+
+    def finish(self, token: object | None, exc: BaseException | None) -> None:
+        """Mark the task ended (in the worker, right after the function returned)."""
+        now = _monotonic_ns()
+        pool = self.pool
+        with pool.lock:
+            pool.busy -= 1
+            self.state = DONE
+        try:
+            attributes = pool.attributes
+            if exc is not None:
+                attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
+            self.telemetry.run.record((now - self.started) / _NS_PER_S, attributes)
+            span = self.run_span
+            if span is not None:
+                self.run_span = None
+                if exc is not None:
+                    _mark_error(span, exc)
+                span.end(end_time=now + _epoch_offset_ns())
+        except Exception:
+            report_internal_error("recording the end of a task")
+        finally:
+            if token is not None:
+                context.detach(token)  # type: ignore[arg-type]
+
+    def abandon(self, *, cancelled: bool, error: BaseException | None = None) -> None:
+        """The task will never start: cancelled while waiting, or its pool broke."""
+        now = _monotonic_ns()
+        pool = self.pool
+        with pool.lock:
+            if self.state != WAITING:
+                return
+            pool.pending -= 1
+            self.state = ABANDONED
+        try:
+            if cancelled:
+                attributes = pool.cancelled_attributes
+            elif error is not None:
+                attributes = {**pool.attributes, semconv.ATTR_ERROR_TYPE: error_type(error)}
+            else:
+                attributes = pool.attributes
+            waited = now - self.submitted
+            self.telemetry.wait.record(waited / _NS_PER_S, attributes)
+            if self.traced and waited >= self.telemetry.wait_threshold_ns:
+                offset = _epoch_offset_ns()
+                span = self._wait_span(offset)
+                if cancelled:
+                    span.set_attribute(semconv.ATTR_EXECUTOR_TASK_CANCELLED, True)
+                elif error is not None:
+                    _mark_error(span, error)
+                span.end(end_time=now + offset)
+        except Exception:
+            report_internal_error("recording an abandoned task")
+
+    def on_future_done(self, future: Future[Any]) -> None:
+        """Done callback of the submitted future: done but never started means never run.
+
+        That is a cancel while waiting (``Future.cancel``, ``shutdown(cancel_futures=True)``)
+        or a broken pool failing its queued work.
+        """
+        if self.state != WAITING:
+            return
+        if future.cancelled():
+            self.abandon(cancelled=True)
+        else:
+            self.abandon(cancelled=False, error=future.exception())
+
+    def discard(self) -> None:
+        """The submit itself failed: undo the pending count, record nothing."""
+        with self.pool.lock:
+            if self.state == WAITING:
+                self.pool.pending -= 1
+                self.state = ABANDONED
+
+    def finish_remote(
+        self, started_epoch_ns: int, run_ns: int, exc: BaseException | None
+    ) -> None:
+        """Record a task that ran in another process, from the times it reported."""
+        pool = self.pool
+        with pool.lock:
+            if self.state != WAITING:
+                return
+            pool.pending -= 1
+            self.state = DONE
+        try:
+            offset = _epoch_offset_ns()
+            submitted_epoch = self.submitted + offset
+            waited = max(started_epoch_ns - submitted_epoch, 0)
+            started_local = self.submitted + waited
+            self.telemetry.wait.record(waited / _NS_PER_S, pool.attributes)
+            attributes = pool.attributes
+            if exc is not None:
+                attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
+            self.telemetry.run.record(run_ns / _NS_PER_S, attributes)
+            if not self.traced:
+                return
+            if waited >= self.telemetry.wait_threshold_ns:
+                self._wait_span(offset).end(end_time=started_local + offset)
+            if self.telemetry.run_spans:
+                span = self._run_span(started_local + offset)
+                if exc is not None:
+                    _mark_error(span, exc)
+                span.end(end_time=started_local + offset + run_ns)
+        except Exception:
+            report_internal_error("recording a process pool task")
+
+    # --- spans ------------------------------------------------------------------
+
+    def _start_spans(self, now: int, waited: bool, attach: bool) -> object | None:
+        telemetry = self.telemetry
+        offset = _epoch_offset_ns()
+        if waited and now - self.submitted >= telemetry.wait_threshold_ns:
+            self._wait_span(offset).end(end_time=now + offset)
+        if not telemetry.run_spans:
+            return context.attach(self.parent) if attach else None
+        span = self.run_span = self._run_span(now + offset)
+        return context.attach(trace.set_span_in_context(span, self.parent)) if attach else None
+
+    def _span_attributes(self) -> dict[str, Any]:
+        attributes: dict[str, Any] = dict(self.pool.attributes)
+        if self.func is not None:
+            attributes[semconv.ATTR_CODE_FUNCTION_NAME] = function_name(self.func)
+        return attributes
+
+    def _wait_span(self, offset: int) -> Span:
+        attributes = self._span_attributes()
+        attributes[semconv.ATTR_EXECUTOR_WORKER_LIMIT] = self.pool.limit()
+        attributes[semconv.ATTR_EXECUTOR_WORKER_BUSY] = self.busy_at_submit
+        attributes[semconv.ATTR_EXECUTOR_TASK_PENDING] = self.pending_at_submit
+        return self.telemetry.tracer.start_span(
+            semconv.SPAN_WAIT,
+            context=self.parent,
+            start_time=self.submitted + offset,
+            attributes=attributes,
+        )
+
+    def _run_span(self, start_epoch_ns: int) -> Span:
+        return self.telemetry.tracer.start_span(
+            semconv.SPAN_RUN,
+            context=self.parent,
+            start_time=start_epoch_ns,
+            attributes=self._span_attributes(),
+        )
+
+
+def _mark_error(span: Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type(exc))
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

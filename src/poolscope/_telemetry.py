@@ -1,0 +1,124 @@
+"""The OpenTelemetry side: tracer, instruments, and the clock conversions.
+
+Providers are passed in or taken from the global API (which may be a proxy
+until the application sets its own); poolscope never sets a global provider.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from . import semconv
+from ._config import Settings
+from ._pools import snapshot_all
+from ._version import __version__
+
+__all__ = ["Telemetry"]
+
+_SCOPE = "poolscope"
+
+
+class _Histograms:
+    """Sync instruments of one meter provider (created once, reused across cycles)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        buckets = list(semconv.DURATION_BUCKETS)
+        self.wait = meter.create_histogram(
+            semconv.METRIC_TASK_WAIT_DURATION,
+            unit=semconv.UNIT_SECONDS,
+            description="Time a task waited for a worker, from submit to start.",
+            explicit_bucket_boundaries_advisory=buckets,
+        )
+        self.run = meter.create_histogram(
+            semconv.METRIC_TASK_RUN_DURATION,
+            unit=semconv.UNIT_SECONDS,
+            description="Time a task ran on a worker, from start to end.",
+            explicit_bucket_boundaries_advisory=buckets,
+        )
+        meter.create_observable_up_down_counter(
+            semconv.METRIC_WORKER_COUNT,
+            callbacks=[_observe_workers],
+            unit=semconv.UNIT_WORKER,
+            description="Workers by state: busy running a task, or idle (free seats).",
+        )
+        meter.create_observable_up_down_counter(
+            semconv.METRIC_WORKER_LIMIT,
+            callbacks=[_observe_limit],
+            unit=semconv.UNIT_WORKER,
+            description="The pool's cap: max workers, total tokens or semaphore value.",
+        )
+        meter.create_observable_up_down_counter(
+            semconv.METRIC_TASK_PENDING,
+            callbacks=[_observe_pending],
+            unit=semconv.UNIT_TASK,
+            description="Tasks waiting for a worker right now.",
+        )
+
+
+def _observe_workers(options: CallbackOptions) -> Iterable[Observation]:
+    for pool in snapshot_all():
+        busy_attributes: dict[str, Any] = {
+            **pool.attributes,
+            semconv.ATTR_EXECUTOR_WORKER_STATE: semconv.WORKER_STATE_BUSY,
+        }
+        idle_attributes: dict[str, Any] = {
+            **pool.attributes,
+            semconv.ATTR_EXECUTOR_WORKER_STATE: semconv.WORKER_STATE_IDLE,
+        }
+        yield Observation(pool.busy, busy_attributes)
+        yield Observation(max(pool.limit - pool.busy, 0), idle_attributes)
+
+
+def _observe_limit(options: CallbackOptions) -> Iterable[Observation]:
+    for pool in snapshot_all():
+        yield Observation(pool.limit, dict(pool.attributes))
+
+
+def _observe_pending(options: CallbackOptions) -> Iterable[Observation]:
+    for pool in snapshot_all():
+        yield Observation(pool.pending, dict(pool.attributes))
+
+
+_histograms_by_provider: weakref.WeakKeyDictionary[object, _Histograms] = (
+    weakref.WeakKeyDictionary()
+)
+_histograms_lock = threading.Lock()
+
+
+def _histograms_for(meter_provider: metrics.MeterProvider | None) -> _Histograms:
+    # Observable instruments cannot be unregistered; creating them once per
+    # provider keeps instrument/uninstrument cycles from stacking callbacks.
+    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    with _histograms_lock:
+        found = _histograms_by_provider.get(provider)
+        if found is None:
+            meter = metrics.get_meter(_SCOPE, __version__, provider)
+            found = _histograms_by_provider[provider] = _Histograms(meter)
+        return found
+
+
+class Telemetry:
+    """Everything a task needs to record itself, bound at instrument time."""
+
+    __slots__ = ("root_spans", "run", "run_spans", "settings", "tracer", "wait", "wait_threshold_ns")
+
+    def __init__(
+        self,
+        settings: Settings,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.settings = settings
+        self.wait_threshold_ns = int(settings.wait_span_threshold * 1e9)
+        self.run_spans = settings.run_spans
+        self.root_spans = settings.root_spans
+        self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider)
+        histograms = _histograms_for(meter_provider)
+        self.wait = histograms.wait
+        self.run = histograms.run

@@ -1,0 +1,134 @@
+"""The telemetry contract: every metric, span and attribute name poolscope emits.
+
+This module is the single source of truth. The package records with these
+constants; the docs, dashboards, alert rules and tests are generated from or
+checked against them. Changing a value here is a breaking change for every
+dashboard built on poolscope.
+
+Names follow the OpenTelemetry semantic conventions where one exists
+(``code.function.name``, ``error.type``); the ``executor.*`` namespace is
+poolscope's own.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ATTR_CODE_FUNCTION_NAME",
+    "ATTR_ERROR_TYPE",
+    "ATTR_EXECUTOR_NAME",
+    "ATTR_EXECUTOR_TASK_CANCELLED",
+    "ATTR_EXECUTOR_TASK_PENDING",
+    "ATTR_EXECUTOR_TYPE",
+    "ATTR_EXECUTOR_WORKER_BUSY",
+    "ATTR_EXECUTOR_WORKER_LIMIT",
+    "ATTR_EXECUTOR_WORKER_STATE",
+    "DURATION_BUCKETS",
+    "EXECUTOR_TYPES",
+    "EXECUTOR_TYPE_LIMITER",
+    "EXECUTOR_TYPE_PROCESS_POOL",
+    "EXECUTOR_TYPE_SEMAPHORE",
+    "EXECUTOR_TYPE_THREAD_POOL",
+    "METRIC_TASK_PENDING",
+    "METRIC_TASK_RUN_DURATION",
+    "METRIC_TASK_WAIT_DURATION",
+    "METRIC_WORKER_COUNT",
+    "METRIC_WORKER_LIMIT",
+    "POOL_ANYIO_DEFAULT",
+    "POOL_ASYNCIO_DEFAULT",
+    "SPAN_RUN",
+    "SPAN_WAIT",
+    "UNIT_SECONDS",
+    "UNIT_TASK",
+    "UNIT_WORKER",
+    "WORKER_STATE_BUSY",
+    "WORKER_STATE_IDLE",
+]
+
+# --- Metrics -----------------------------------------------------------------
+
+METRIC_TASK_WAIT_DURATION: Final = "executor.task.wait.duration"
+"""Histogram: time from submit until a worker started the task (queue wait)."""
+
+METRIC_TASK_RUN_DURATION: Final = "executor.task.run.duration"
+"""Histogram: time from start to end of the task on the worker."""
+
+METRIC_WORKER_COUNT: Final = "executor.worker.count"
+"""Up-down counter: workers by ``executor.worker.state`` (busy, or idle = free seats)."""
+
+METRIC_WORKER_LIMIT: Final = "executor.worker.limit"
+"""Up-down counter: the cap (max_workers, total tokens, semaphore value)."""
+
+METRIC_TASK_PENDING: Final = "executor.task.pending"
+"""Up-down counter: tasks waiting for a worker right now."""
+
+UNIT_SECONDS: Final = "s"
+UNIT_WORKER: Final = "{worker}"
+UNIT_TASK: Final = "{task}"
+
+DURATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""Bucket boundaries (s) for every poolscope duration histogram: 0.5 ms to 60 s.
+
+The SDK's default boundaries are meant for milliseconds and would put every
+wait under 5 s into the first bucket of a seconds histogram.
+"""
+
+# --- Spans -------------------------------------------------------------------
+
+SPAN_WAIT: Final = "executor.wait"
+"""Span from submit to start; child of the span current at submit."""
+
+SPAN_RUN: Final = "executor.run"
+"""Span from start to end; sibling of the wait span, parent of spans made in the worker."""
+
+# --- Attributes --------------------------------------------------------------
+
+ATTR_EXECUTOR_NAME: Final = "executor.name"
+ATTR_EXECUTOR_TYPE: Final = "executor.type"
+ATTR_EXECUTOR_WORKER_STATE: Final = "executor.worker.state"
+ATTR_EXECUTOR_WORKER_LIMIT: Final = "executor.worker.limit"
+ATTR_EXECUTOR_WORKER_BUSY: Final = "executor.worker.busy"
+ATTR_EXECUTOR_TASK_PENDING: Final = "executor.task.pending"
+ATTR_EXECUTOR_TASK_CANCELLED: Final = "executor.task.cancelled"
+ATTR_CODE_FUNCTION_NAME: Final = "code.function.name"
+ATTR_ERROR_TYPE: Final = "error.type"
+
+# --- Attribute values --------------------------------------------------------
+
+EXECUTOR_TYPE_THREAD_POOL: Final = "thread_pool"
+EXECUTOR_TYPE_PROCESS_POOL: Final = "process_pool"
+EXECUTOR_TYPE_LIMITER: Final = "limiter"
+EXECUTOR_TYPE_SEMAPHORE: Final = "semaphore"
+EXECUTOR_TYPES: Final[tuple[str, ...]] = (
+    EXECUTOR_TYPE_THREAD_POOL,
+    EXECUTOR_TYPE_PROCESS_POOL,
+    EXECUTOR_TYPE_LIMITER,
+    EXECUTOR_TYPE_SEMAPHORE,
+)
+
+WORKER_STATE_BUSY: Final = "busy"
+WORKER_STATE_IDLE: Final = "idle"
+
+POOL_ASYNCIO_DEFAULT: Final = "asyncio.default"
+"""Name of an event loop's default executor (``run_in_executor(None, ...)``, ``to_thread``)."""
+
+POOL_ANYIO_DEFAULT: Final = "anyio.default"
+"""Name of anyio's default thread limiter (Starlette/FastAPI sync paths)."""
