@@ -20,7 +20,9 @@ def duration_ms(span: ReadableSpan) -> float:
     return (span.end_time - span.start_time) / 1e6
 
 
-def assert_ground_truth(wait_spans: Sequence[ReadableSpan], tolerance_ms: float = GROUND_TRUTH_TOLERANCE_MS) -> None:
+def assert_ground_truth(
+    wait_spans: Sequence[ReadableSpan], tolerance_ms: float = GROUND_TRUTH_TOLERANCE_MS
+) -> None:
     waits = sorted(duration_ms(span) for span in wait_spans)
     assert len(waits) == len(GROUND_TRUTH_WAITS_MS), waits
     for measured, expected in zip(waits, GROUND_TRUTH_WAITS_MS, strict=True):
@@ -31,7 +33,8 @@ def assert_ground_truth(wait_spans: Sequence[ReadableSpan], tolerance_ms: float 
     attributes = [span.attributes for span in wait_spans if span.attributes]
     assert max(a[semconv.ATTR_EXECUTOR_TASK_PENDING] for a in attributes) >= 3
     assert all(
-        a[semconv.ATTR_EXECUTOR_WORKER_BUSY] <= a[semconv.ATTR_EXECUTOR_WORKER_LIMIT] for a in attributes
+        a[semconv.ATTR_EXECUTOR_WORKER_BUSY] <= a[semconv.ATTR_EXECUTOR_WORKER_LIMIT]
+        for a in attributes
     )
 
 
@@ -49,7 +52,7 @@ class Gate:
         return value
 
     def wait_running(self, count: int | None = None) -> None:
-        """Block until ``count`` (default ``expected_running``) more tasks are inside :meth:`task`."""
+        """Block until ``count`` (default: ``expected_running``) more tasks are running."""
         for _ in range(self._expected if count is None else count):
             assert self._running.acquire(timeout=10), "tasks did not start"
 

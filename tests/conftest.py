@@ -70,7 +70,9 @@ class Telemetry:
                         if attributes.get(semconv.ATTR_EXECUTOR_NAME) != pool:
                             continue
                         if m.name == semconv.METRIC_WORKER_COUNT:
-                            figures[str(attributes[semconv.ATTR_EXECUTOR_WORKER_STATE])] = point.value
+                            figures[str(attributes[semconv.ATTR_EXECUTOR_WORKER_STATE])] = (
+                                point.value
+                            )
                         elif m.name == semconv.METRIC_WORKER_LIMIT:
                             figures["limit"] = point.value
                         elif m.name == semconv.METRIC_TASK_PENDING:

@@ -1,4 +1,4 @@
-"""anyio.to_thread.run_sync and what Starlette builds on it; the limiter token wait is queue wait."""
+"""anyio.to_thread.run_sync and what Starlette builds on it; waiting for a token is queue wait."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import anyio
 import anyio.to_thread
 import pytest
-from _helpers import Gate, assert_ground_truth
-from conftest import Telemetry
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 import poolscope
+from _helpers import Gate, assert_ground_truth
+from conftest import Telemetry
 from poolscope import semconv
 
 pytestmark = pytest.mark.anyio
@@ -39,7 +39,9 @@ async def test_ground_truth_on_a_limiter_of_two_tokens(telemetry: Telemetry) -> 
     assert telemetry.gauges("two-tokens") == {"busy": 0, "idle": 2, "limit": 2, "pending": 0}
 
 
-async def test_the_default_limiter_set_to_two_tokens_starves_like_a_pool(telemetry: Telemetry) -> None:
+async def test_the_default_limiter_set_to_two_tokens_starves_like_a_pool(
+    telemetry: Telemetry,
+) -> None:
     anyio.to_thread.current_default_thread_limiter().total_tokens = 2
     with telemetry.tracer.start_as_current_span("request"):
         async with anyio.create_task_group() as group:
@@ -115,8 +117,11 @@ async def test_a_limiter_used_directly_records_waits_and_holds(telemetry: Teleme
     runs = telemetry.spans(semconv.SPAN_RUN, pool="direct")
     assert len(runs) == 3
     held = telemetry.spans("held-call")
-    assert {span.parent.span_id for span in held if span.parent} == {run.context.span_id for run in runs}
+    assert {span.parent.span_id for span in held if span.parent} == {
+        run.context.span_id for run in runs
+    }
     waits = sorted(
-        (span.end_time or 0) - (span.start_time or 0) for span in telemetry.spans(semconv.SPAN_WAIT, pool="direct")
+        (span.end_time or 0) - (span.start_time or 0)
+        for span in telemetry.spans(semconv.SPAN_WAIT, pool="direct")
     )
     assert waits[-1] >= 90e6  # the third holder waited for two 50 ms holds

@@ -1,4 +1,4 @@
-"""The event loop's default executor: run_in_executor(None, ...), asyncio.to_thread, set_default_executor.
+"""The loop's default executor: run_in_executor(None, ...), to_thread, set_default_executor.
 
 Every test runs on the stock asyncio loop and on uvloop (see ``anyio_backend``).
 """
@@ -10,23 +10,27 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from _helpers import Gate, assert_ground_truth
-from conftest import Telemetry
 
 import poolscope
+from _helpers import Gate, assert_ground_truth
+from conftest import Telemetry
 from poolscope import semconv
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_to_thread_and_run_in_executor_are_named_asyncio_default(telemetry: Telemetry) -> None:
+async def test_to_thread_and_run_in_executor_are_named_asyncio_default(
+    telemetry: Telemetry,
+) -> None:
     loop = asyncio.get_running_loop()
     with telemetry.tracer.start_as_current_span("request"):
         await asyncio.to_thread(time.sleep, 0)
         await loop.run_in_executor(None, time.sleep, 0)
     runs = telemetry.spans(semconv.SPAN_RUN, pool=semconv.POOL_ASYNCIO_DEFAULT)
     assert len(runs) == 2
-    assert {span.attributes[semconv.ATTR_CODE_FUNCTION_NAME] for span in runs if span.attributes} == {"time.sleep"}
+    assert {
+        span.attributes[semconv.ATTR_CODE_FUNCTION_NAME] for span in runs if span.attributes
+    } == {"time.sleep"}
 
 
 async def test_ground_truth_through_a_default_executor_set_by_the_app(telemetry: Telemetry) -> None:
@@ -44,13 +48,17 @@ async def test_ground_truth_through_a_default_executor_set_by_the_app(telemetry:
 
 async def test_a_named_default_executor_keeps_its_name(telemetry: Telemetry) -> None:
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(poolscope.instrument_executor(ThreadPoolExecutor(2), name="app-default"))
+    loop.set_default_executor(
+        poolscope.instrument_executor(ThreadPoolExecutor(2), name="app-default")
+    )
     await asyncio.to_thread(int)
     [point] = telemetry.points(semconv.METRIC_TASK_RUN_DURATION, executor__name="app-default")
     assert point.count == 1
 
 
-async def test_spans_made_inside_to_thread_are_children_of_the_run_span(telemetry: Telemetry) -> None:
+async def test_spans_made_inside_to_thread_are_children_of_the_run_span(
+    telemetry: Telemetry,
+) -> None:
     def work() -> None:
         with telemetry.tracer.start_as_current_span("inside-worker"):
             pass
@@ -63,7 +71,9 @@ async def test_spans_made_inside_to_thread_are_children_of_the_run_span(telemetr
     assert inner.parent.span_id == run_span.context.span_id
 
 
-async def test_cancelling_the_awaiting_task_while_queued_never_runs_the_function(telemetry: Telemetry) -> None:
+async def test_cancelling_the_awaiting_task_while_queued_never_runs_the_function(
+    telemetry: Telemetry,
+) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(1))
     gate = Gate(expected_running=1)

@@ -10,7 +10,9 @@ from poolscope._config import PATHS, Settings
 
 def test_defaults() -> None:
     settings = Settings.resolve(environ={})
-    assert settings == Settings(wait_span_threshold=0.001, run_spans=True, root_spans=False, paths=frozenset(PATHS))
+    assert settings == Settings(
+        wait_span_threshold=0.001, run_spans=True, root_spans=False, paths=frozenset(PATHS)
+    )
 
 
 def test_environment_variables_are_read() -> None:
@@ -23,13 +25,18 @@ def test_environment_variables_are_read() -> None:
         }
     )
     assert settings == Settings(
-        wait_span_threshold=0.025, run_spans=False, root_spans=True, paths=frozenset({"thread_pool", "anyio"})
+        wait_span_threshold=0.025,
+        run_spans=False,
+        root_spans=True,
+        paths=frozenset({"thread_pool", "anyio"}),
     )
 
 
 def test_keywords_win_over_environment() -> None:
     settings = Settings.resolve(
-        wait_span_threshold=0, run_spans=True, environ={"OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS": "25"}
+        wait_span_threshold=0,
+        run_spans=True,
+        environ={"OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS": "25"},
     )
     assert settings.wait_span_threshold == 0
 
@@ -37,9 +44,18 @@ def test_keywords_win_over_environment() -> None:
 @pytest.mark.parametrize(
     ("keywords", "message"),
     [
-        ({"wait_span_threshold": -1}, "wait_span_threshold must be a number of seconds >= 0, got -1"),
-        ({"wait_span_threshold": "1ms"}, "wait_span_threshold must be a number of seconds >= 0, got '1ms'"),
-        ({"wait_span_threshold": float("nan")}, "wait_span_threshold must be a number of seconds >= 0"),
+        (
+            {"wait_span_threshold": -1},
+            "wait_span_threshold must be a number of seconds >= 0, got -1",
+        ),
+        (
+            {"wait_span_threshold": "1ms"},
+            "wait_span_threshold must be a number of seconds >= 0, got '1ms'",
+        ),
+        (
+            {"wait_span_threshold": float("nan")},
+            "wait_span_threshold must be a number of seconds >= 0",
+        ),
         ({"wait_span_threshold": True}, "wait_span_threshold must be a number of seconds"),
         ({"run_spans": "yes"}, "run_spans must be True or False, got 'yes'"),
         ({"root_spans": 1}, "root_spans must be True or False, got 1"),
@@ -48,18 +64,32 @@ def test_keywords_win_over_environment() -> None:
     ],
 )
 def test_bad_keywords_name_the_setting(keywords: dict[str, object], message: str) -> None:
-    with pytest.raises(poolscope.ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        poolscope.ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")
+    ):
         Settings.resolve(environ={}, **keywords)
 
 
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS", "-5", "OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS must be a number"),
+        (
+            "OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS",
+            "-5",
+            "OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS must be a number",
+        ),
         ("OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS", "fast", "got 'fast'"),
         ("OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS", "inf", "got 'inf'"),
-        ("OTEL_POOLSCOPE_RUN_SPANS", "1", "OTEL_POOLSCOPE_RUN_SPANS must be 'true' or 'false', got '1'"),
-        ("OTEL_POOLSCOPE_ROOT_SPANS", "maybe", "OTEL_POOLSCOPE_ROOT_SPANS must be 'true' or 'false'"),
+        (
+            "OTEL_POOLSCOPE_RUN_SPANS",
+            "1",
+            "OTEL_POOLSCOPE_RUN_SPANS must be 'true' or 'false', got '1'",
+        ),
+        (
+            "OTEL_POOLSCOPE_ROOT_SPANS",
+            "maybe",
+            "OTEL_POOLSCOPE_ROOT_SPANS must be 'true' or 'false'",
+        ),
         ("OTEL_POOLSCOPE_PATHS", "thread_pool,gevent", "OTEL_POOLSCOPE_PATHS: expected each path"),
     ],
 )
@@ -68,11 +98,15 @@ def test_bad_environment_values_name_the_variable(variable: str, value: str, mes
         Settings.resolve(environ={variable: value})
 
 
-def test_instrument_rejects_bad_input_before_patching_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_instrument_rejects_bad_input_before_patching_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     original = ThreadPoolExecutor.__dict__["submit"]
-    with pytest.raises(poolscope.ConfigurationError, match="unknown keyword argument 'wait_threshold'"):
+    with pytest.raises(
+        poolscope.ConfigurationError, match="unknown keyword argument 'wait_threshold'"
+    ):
         poolscope.instrument(wait_threshold=0.5)
     with pytest.raises(poolscope.ConfigurationError, match="tracer_provider must be"):
         poolscope.instrument(tracer_provider="otlp")

@@ -1,4 +1,4 @@
-"""instrument / uninstrument: idempotent, exact undo, and the opentelemetry-instrument entry point."""
+"""instrument / uninstrument: idempotent, exact undo, and the opentelemetry-instrument entry."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from importlib.metadata import entry_points
 
 import anyio._backends._asyncio as anyio_asyncio
 import uvloop
-from conftest import make_telemetry
 
 import poolscope
+from conftest import make_telemetry
 
 PATCHED = [
     (ThreadPoolExecutor, "submit"),
@@ -46,7 +46,9 @@ def test_cycles_do_not_stack_instruments_or_wrappers() -> None:
     found = make_telemetry()
     before = _originals()
     for _ in range(50):
-        poolscope.instrument(tracer_provider=found.tracer_provider, meter_provider=found.meter_provider)
+        poolscope.instrument(
+            tracer_provider=found.tracer_provider, meter_provider=found.meter_provider
+        )
         with ThreadPoolExecutor(1, thread_name_prefix="cycles") as pool:
             pool.submit(int).result()
         poolscope.uninstrument()
@@ -110,7 +112,12 @@ def test_opentelemetry_instrument_turns_poolscope_on_with_no_code_change(tmp_pat
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"},
+        env={
+            **os.environ,
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        },
         check=False,
     )
     assert result.returncode == 0, result.stderr

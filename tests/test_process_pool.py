@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 
 import pytest
-from _helpers import assert_ground_truth, duration_ms
-from conftest import Telemetry
 from opentelemetry.trace import StatusCode
 
 import poolscope
+from _helpers import assert_ground_truth, duration_ms
+from conftest import Telemetry
 from poolscope import semconv
 
 
@@ -44,7 +44,9 @@ def process_pool() -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(cancel_futures=True)
 
 
-def test_ground_truth_across_processes(telemetry: Telemetry, process_pool: ProcessPoolExecutor) -> None:
+def test_ground_truth_across_processes(
+    telemetry: Telemetry, process_pool: ProcessPoolExecutor
+) -> None:
     poolscope.instrument_executor(process_pool, name="procs")
     with telemetry.tracer.start_as_current_span("request"):
         wait([process_pool.submit(time.sleep, 0.1) for _ in range(6)])
@@ -55,13 +57,17 @@ def test_ground_truth_across_processes(telemetry: Telemetry, process_pool: Proce
     assert telemetry.gauges("procs") == {"busy": 0, "idle": 2, "limit": 2, "pending": 0}
 
 
-def test_trace_context_reaches_the_worker_process(telemetry: Telemetry, process_pool: ProcessPoolExecutor) -> None:
+def test_trace_context_reaches_the_worker_process(
+    telemetry: Telemetry, process_pool: ProcessPoolExecutor
+) -> None:
     with telemetry.tracer.start_as_current_span("request") as request:
         trace_id = process_pool.submit(current_trace_id).result(timeout=30)
     assert trace_id == request.get_span_context().trace_id
 
 
-def test_the_callers_future_gets_the_workers_exception(telemetry: Telemetry, process_pool: ProcessPoolExecutor) -> None:
+def test_the_callers_future_gets_the_workers_exception(
+    telemetry: Telemetry, process_pool: ProcessPoolExecutor
+) -> None:
     poolscope.instrument_executor(process_pool, name="procs-error")
     with telemetry.tracer.start_as_current_span("request"):
         future = process_pool.submit(fail_with_value_error)
@@ -72,7 +78,9 @@ def test_the_callers_future_gets_the_workers_exception(telemetry: Telemetry, pro
     assert not hasattr(future.exception(), "_poolscope_timing")
 
 
-def test_map_and_results_are_unchanged(telemetry: Telemetry, process_pool: ProcessPoolExecutor) -> None:
+def test_map_and_results_are_unchanged(
+    telemetry: Telemetry, process_pool: ProcessPoolExecutor
+) -> None:
     poolscope.instrument_executor(process_pool, name="procs-map")
     assert list(process_pool.map(abs, range(-4, 4), chunksize=3)) == [abs(i) for i in range(-4, 4)]
     [point] = telemetry.points(semconv.METRIC_TASK_RUN_DURATION, executor__name="procs-map")
@@ -89,6 +97,8 @@ def test_cancel_while_queued(telemetry: Telemetry, process_pool: ProcessPoolExec
     assert all(future.cancelled() for future in cancelled)
     assert telemetry.gauges("procs-cancel")["pending"] == 0
     [point] = telemetry.points(
-        semconv.METRIC_TASK_WAIT_DURATION, executor__name="procs-cancel", executor__task__cancelled=True
+        semconv.METRIC_TASK_WAIT_DURATION,
+        executor__name="procs-cancel",
+        executor__task__cancelled=True,
     )
     assert point.count == len(cancelled)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from _helpers import assert_ground_truth
-from conftest import Telemetry
 
 import poolscope
+from _helpers import assert_ground_truth
+from conftest import Telemetry
 from poolscope import semconv
 
 pytestmark = pytest.mark.anyio
@@ -55,13 +55,15 @@ async def test_cancelled_while_waiting_to_acquire(telemetry: Telemetry) -> None:
             await asyncio.wait_for(slots.acquire(), 0.05)
     assert telemetry.gauges("cancel-acquire") == {"busy": 0, "idle": 1, "limit": 1, "pending": 0}
     [cancelled] = telemetry.points(
-        semconv.METRIC_TASK_WAIT_DURATION, executor__name="cancel-acquire", executor__task__cancelled=True
+        semconv.METRIC_TASK_WAIT_DURATION,
+        executor__name="cancel-acquire",
+        executor__task__cancelled=True,
     )
     assert cancelled.count == 1
 
 
 def test_bad_arguments_are_named() -> None:
-    with pytest.raises(poolscope.ConfigurationError, match="asyncio.Semaphore"):
+    with pytest.raises(poolscope.ConfigurationError, match=r"asyncio\.Semaphore"):
         poolscope.instrument_semaphore(object(), name="x")  # type: ignore[arg-type]
     with pytest.raises(poolscope.ConfigurationError, match="name must be a non-empty string"):
         poolscope.instrument_semaphore(asyncio.Semaphore(1), name="")

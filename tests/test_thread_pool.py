@@ -6,12 +6,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
-from _helpers import Gate, assert_ground_truth, duration_ms
-from conftest import Telemetry
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 import poolscope
+from _helpers import Gate, assert_ground_truth, duration_ms
+from conftest import Telemetry
 from poolscope import semconv
 from poolscope._pools import snapshot_all
 
@@ -45,7 +45,9 @@ def test_busy_reaches_the_limit_and_pending_counts_the_queue(telemetry: Telemetr
     assert list(wait_histogram.explicit_bounds) == list(semconv.DURATION_BUCKETS)
 
 
-def test_spans_nest_under_the_submitting_span_and_worker_spans_under_run(telemetry: Telemetry) -> None:
+def test_spans_nest_under_the_submitting_span_and_worker_spans_under_run(
+    telemetry: Telemetry,
+) -> None:
     def work() -> None:
         with telemetry.tracer.start_as_current_span("inside-worker"):
             pass
@@ -148,13 +150,18 @@ def test_submit_after_shutdown_raises_as_before_and_leaves_no_pending(telemetry:
 
 
 def test_naming_explicit_then_prefix_then_generated(telemetry: Telemetry) -> None:
-    named = poolscope.instrument_executor(ThreadPoolExecutor(1, thread_name_prefix="ignored"), name="pdf")
+    named = poolscope.instrument_executor(
+        ThreadPoolExecutor(1, thread_name_prefix="ignored"), name="pdf"
+    )
     prefixed = ThreadPoolExecutor(1, thread_name_prefix="resize-images")
     anonymous = ThreadPoolExecutor(1)
     with named, prefixed, anonymous:
         for pool in (named, prefixed, anonymous):
             pool.submit(int).result()
-    names = {point.attributes[semconv.ATTR_EXECUTOR_NAME] for point in telemetry.points(semconv.METRIC_TASK_RUN_DURATION)}
+    names = {
+        point.attributes[semconv.ATTR_EXECUTOR_NAME]
+        for point in telemetry.points(semconv.METRIC_TASK_RUN_DURATION)
+    }
     assert {"pdf", "resize-images"} <= names
     assert "ignored" not in names
     generated = [name for name in names if str(name).startswith("thread_pool-")]
@@ -178,7 +185,10 @@ def test_no_spans_outside_a_trace_unless_root_spans_is_on(telemetry: Telemetry) 
     )
     with ThreadPoolExecutor(1, thread_name_prefix="rooted") as pool:
         pool.submit(int).result()
-    assert {span.name for span in telemetry.spans(pool="rooted")} == {semconv.SPAN_WAIT, semconv.SPAN_RUN}
+    assert {span.name for span in telemetry.spans(pool="rooted")} == {
+        semconv.SPAN_WAIT,
+        semconv.SPAN_RUN,
+    }
     assert all(span.parent is None for span in telemetry.spans(pool="rooted"))
 
 

@@ -81,7 +81,11 @@ def _wrap_run_sync_in_worker_thread(original: Any) -> Any:
             return await bound_original(cls, func, args, abandon_on_cancel, limiter)
         try:
             limiter = _unwrap_limiter(limiter)
-            pool = _pool_of(cls, limiter) if PATH_ANYIO in _runtime.state.auto or limiter is not None else None
+            pool = (
+                _pool_of(cls, limiter)
+                if PATH_ANYIO in _runtime.state.auto or limiter is not None
+                else None
+            )
             if pool is None:
                 return await bound_original(cls, func, args, abandon_on_cancel, limiter)
             task = Task(pool, telemetry, func)

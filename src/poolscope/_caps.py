@@ -1,4 +1,4 @@
-"""Concurrency caps the application adds itself: ``asyncio.Semaphore`` and anyio's ``CapacityLimiter``.
+"""Caps the application adds itself: ``asyncio.Semaphore`` and anyio's ``CapacityLimiter``.
 
 "At most 16 LLM calls at once" is a pool too: waiting to acquire is the queue
 wait, holding is the run. Used as ``async with``, the hold is an
@@ -39,7 +39,9 @@ class _Holds:
         self.pool = pool
         self._by_holder: dict[object, list[tuple[Task, object | None]]] = {}
 
-    async def acquire(self, acquire: Callable[[], Awaitable[Any]], holder: object, *, attach: bool) -> None:
+    async def acquire(
+        self, acquire: Callable[[], Awaitable[Any]], holder: object, *, attach: bool
+    ) -> None:
         telemetry = _runtime.state.telemetry
         if telemetry is None:
             await acquire()

@@ -108,8 +108,7 @@ def _resolve_seconds(
         return millis / 1000.0
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(
-            f"{name} must be a number of seconds >= 0, got {value!r} "
-            f"({type(value).__name__})"
+            f"{name} must be a number of seconds >= 0, got {value!r} ({type(value).__name__})"
         )
     if not math.isfinite(value) or value < 0:
         raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")

@@ -19,7 +19,7 @@ from typing import Final
 
 from . import semconv
 
-__all__ = ["Pool", "PoolSnapshot", "pool_for", "generated_name", "register", "snapshot_all"]
+__all__ = ["Pool", "PoolSnapshot", "generated_name", "pool_for", "register", "snapshot_all"]
 
 LimitReader = Callable[[], float]
 

@@ -12,6 +12,7 @@ busy/pending gauges of a process pool are derived from tasks in flight
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -66,10 +67,8 @@ class _TimedCall:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
             # An exception's __dict__ is pickled with it: the timing rides along.
-            try:
+            with contextlib.suppress(Exception):  # an exception without __dict__ goes back untimed
                 setattr(exc, _TIMING_ATTRIBUTE, (started_epoch, time.monotonic_ns() - started))
-            except Exception:  # noqa: S110 - exceptions with __slots__ go back untimed
-                pass
             raise
         finally:
             if token is not None:
@@ -132,7 +131,9 @@ def register_executor(executor: ProcessPoolExecutor, name: str | None) -> Pool:
 
 def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[Any]]:
     @functools.wraps(original)
-    def submit(self: ProcessPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(
+        self: ProcessPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
         telemetry = _runtime.state.telemetry
         if telemetry is None:
             return original(self, fn, *args, **kwargs)

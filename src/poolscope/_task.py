@@ -23,6 +23,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from . import semconv
 from ._pools import Pool
+from ._recorder import record
 from ._safety import report_internal_error
 from ._telemetry import Telemetry
 
@@ -157,7 +158,12 @@ class Task:
         self.started = now
         try:
             if waited:
-                self.telemetry.wait.record((now - self.submitted) / _NS_PER_S, pool.attributes)
+                record(
+                    self.telemetry.wait,
+                    (now - self.submitted) / _NS_PER_S,
+                    pool.attributes,
+                    self.parent,
+                )
             if self.traced:
                 return self._start_spans(now, waited, attach)
             if attach and self.parent:
@@ -177,7 +183,7 @@ class Task:
             attributes = pool.attributes
             if exc is not None:
                 attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
-            self.telemetry.run.record((now - self.started) / _NS_PER_S, attributes)
+            record(self.telemetry.run, (now - self.started) / _NS_PER_S, attributes, self.parent)
             span = self.run_span
             if span is not None:
                 self.run_span = None
@@ -207,7 +213,7 @@ class Task:
             else:
                 attributes = pool.attributes
             waited = now - self.submitted
-            self.telemetry.wait.record(waited / _NS_PER_S, attributes)
+            record(self.telemetry.wait, waited / _NS_PER_S, attributes, self.parent)
             if self.traced and waited >= self.telemetry.wait_threshold_ns:
                 offset = _epoch_offset_ns()
                 span = self._wait_span(offset)
@@ -239,9 +245,7 @@ class Task:
                 self.pool.pending -= 1
                 self.state = ABANDONED
 
-    def finish_remote(
-        self, started_epoch_ns: int, run_ns: int, exc: BaseException | None
-    ) -> None:
+    def finish_remote(self, started_epoch_ns: int, run_ns: int, exc: BaseException | None) -> None:
         """Record a task that ran in another process, from the times it reported."""
         pool = self.pool
         with pool.lock:
@@ -254,11 +258,11 @@ class Task:
             submitted_epoch = self.submitted + offset
             waited = max(started_epoch_ns - submitted_epoch, 0)
             started_local = self.submitted + waited
-            self.telemetry.wait.record(waited / _NS_PER_S, pool.attributes)
+            record(self.telemetry.wait, waited / _NS_PER_S, pool.attributes, self.parent)
             attributes = pool.attributes
             if exc is not None:
                 attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
-            self.telemetry.run.record(run_ns / _NS_PER_S, attributes)
+            record(self.telemetry.run, run_ns / _NS_PER_S, attributes, self.parent)
             if not self.traced:
                 return
             if waited >= self.telemetry.wait_threshold_ns:

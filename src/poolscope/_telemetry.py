@@ -17,6 +17,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from . import semconv
 from ._config import Settings
 from ._pools import snapshot_all
+from ._recorder import drain
 from ._version import __version__
 
 __all__ = ["Telemetry"]
@@ -62,6 +63,9 @@ class _Histograms:
 
 
 def _observe_workers(options: CallbackOptions) -> Iterable[Observation]:
+    # Collections call this first: replay queued histogram records now, so the
+    # histograms collected next include every task that has finished.
+    drain()
     for pool in snapshot_all():
         busy_attributes: dict[str, Any] = {
             **pool.attributes,
@@ -106,7 +110,15 @@ def _histograms_for(meter_provider: metrics.MeterProvider | None) -> _Histograms
 class Telemetry:
     """Everything a task needs to record itself, bound at instrument time."""
 
-    __slots__ = ("root_spans", "run", "run_spans", "settings", "tracer", "wait", "wait_threshold_ns")
+    __slots__ = (
+        "root_spans",
+        "run",
+        "run_spans",
+        "settings",
+        "tracer",
+        "wait",
+        "wait_threshold_ns",
+    )
 
     def __init__(
         self,

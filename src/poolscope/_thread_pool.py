@@ -42,7 +42,7 @@ def _automatic_name(executor: ThreadPoolExecutor) -> str:
 
 
 def register_executor(executor: ThreadPoolExecutor, name: str | None) -> Pool:
-    max_workers: int = executor._max_workers  # type: ignore[attr-defined]
+    max_workers: int = executor._max_workers
     pool = register(
         executor,
         name or _automatic_name(executor),
@@ -56,7 +56,9 @@ def register_executor(executor: ThreadPoolExecutor, name: str | None) -> Pool:
 
 def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[Any]]:
     @functools.wraps(original)
-    def submit(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(
+        self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
         telemetry = _runtime.state.telemetry
         if telemetry is None:
             return original(self, fn, *args, **kwargs)
@@ -103,6 +105,10 @@ def patches() -> list[Patch]:
     except ImportError:
         return found
     found.append(
-        Patch(uvloop.Loop, "run_in_executor", _wrap_uvloop_run_in_executor(uvloop.Loop.run_in_executor))
+        Patch(
+            uvloop.Loop,
+            "run_in_executor",
+            _wrap_uvloop_run_in_executor(uvloop.Loop.run_in_executor),
+        )
     )
     return found

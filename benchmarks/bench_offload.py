@@ -1,0 +1,184 @@
+"""Cost per offload: bare, poolscope metrics-only, poolscope with spans, and
+opentelemetry-instrumentation-asyncio's ``to_thread`` span, in one run.
+
+Each configuration runs in its own fresh interpreter (instrumentations patch
+process-wide state), the rounds of all configurations are interleaved so that
+machine noise hits them alike, and the median round is reported. The workload
+is sequential: one ``await asyncio.to_thread(noop)`` (or one
+``pool.submit(noop).result()``) at a time, so the figure is the full cost of a
+hand-off to a worker thread and back, and the difference to ``bare`` is what
+instrumentation adds to it. Wall time is what the offloading code waits; CPU
+time counts every thread of the process, including the work poolscope defers
+to its background flusher (replayed before the CPU clock stops).
+
+    python benchmarks/bench_offload.py            # prints a Markdown table
+    python benchmarks/bench_offload.py --calls 5000 --rounds 3   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+CONFIGS = ("bare", "poolscope-metrics", "poolscope-spans", "otel-asyncio")
+PATHS = ("to_thread", "submit")
+
+
+def noop() -> None:
+    return None
+
+
+def _providers() -> tuple[Any, Any]:
+    """SDK providers as an app would have them: batch export, a periodic-free reader."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 16))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return tracer_provider, meter_provider
+
+
+def _setup(config: str) -> Any:
+    """Instrument for ``config``; return a tracer for the parent span (None: no tracing)."""
+    if config == "bare":
+        return None
+    tracer_provider, meter_provider = _providers()
+    if config == "poolscope-metrics":
+        import poolscope
+
+        poolscope.instrument(meter_provider=meter_provider)
+        return None
+    if config == "poolscope-spans":
+        import poolscope
+
+        poolscope.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        return tracer_provider.get_tracer("bench")
+    if config == "otel-asyncio":
+        os.environ["OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE"] = noop.__name__
+        from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor
+
+        AsyncioInstrumentor().instrument(
+            tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+        return tracer_provider.get_tracer("bench")
+    raise SystemExit(f"unknown config {config!r}; expected one of {CONFIGS}")
+
+
+def _finish(config: str) -> None:
+    """Do now what poolscope defers to its flusher thread, so CPU time includes it."""
+    if config.startswith("poolscope"):
+        from poolscope import _recorder
+
+        _recorder.drain()
+
+
+def _measure(config: str, path: str, calls: int) -> tuple[float, float]:
+    """Wall and CPU (all threads) seconds per offload for one round."""
+    import asyncio
+    import contextlib
+
+    tracer = _setup(config)
+
+    def parent() -> Any:
+        # Inside a request span, as in a traced app.
+        return tracer.start_as_current_span("request") if tracer else contextlib.nullcontext()
+
+    if path == "submit":
+        with ThreadPoolExecutor(4) as pool, parent():
+            pool.submit(noop).result()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            for _ in range(calls):
+                pool.submit(noop).result()
+            wall = time.perf_counter() - started
+            _finish(config)
+            return wall / calls, (time.process_time() - cpu_started) / calls
+
+    async def main() -> tuple[float, float]:
+        with parent():
+            await asyncio.to_thread(noop)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            for _ in range(calls):
+                await asyncio.to_thread(noop)
+            wall = time.perf_counter() - started
+            _finish(config)
+            return wall / calls, (time.process_time() - cpu_started) / calls
+
+    return asyncio.run(main())
+
+
+def _round(config: str, path: str, calls: int) -> tuple[float, float]:
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", config, path, str(calls)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    figures = json.loads(output)
+    return float(figures["wall"]), float(figures["cpu"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000, help="offloads per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per configuration")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("CONFIG", "PATH", "CALLS"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        config, path, calls = args.child
+        wall, cpu = _measure(config, path, int(calls))
+        print(json.dumps({"wall": wall, "cpu": cpu}))
+        return
+
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for _ in range(args.rounds):
+        for path in PATHS:
+            for config in CONFIGS:
+                if config == "otel-asyncio" and path == "submit":
+                    continue  # it does not instrument executors
+                results.setdefault((config, path), []).append(_round(config, path, args.calls))
+
+    print(f"{args.calls} sequential offloads per round, median of {args.rounds} rounds")
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    print(
+        "| path | configuration | wall µs/offload | added vs bare | ratio vs bare "
+        "| ratio vs otel-asyncio | CPU µs/offload (all threads) | CPU added vs bare |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for path in PATHS:
+        bare_wall, bare_cpu = _medians(results[("bare", path)])
+        otel = results.get(("otel-asyncio", path))
+        otel_wall = _medians(otel)[0] if otel else None
+        for config in CONFIGS:
+            if (config, path) not in results:
+                continue
+            wall, cpu = _medians(results[(config, path)])
+            versus_otel = f"{wall / otel_wall:.2f}" if otel_wall else "n/a"
+            print(
+                f"| `{path}` | {config} | {wall * 1e6:.1f} | {(wall - bare_wall) * 1e6:+.1f} "
+                f"| {wall / bare_wall:.2f} | {versus_otel} | {cpu * 1e6:.1f} "
+                f"| {(cpu - bare_cpu) * 1e6:+.1f} |"
+            )
+
+
+def _medians(rounds: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The public surface is what we mean it to be, and the telemetry contract is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import poolscope
+from poolscope import semconv
+
+EXPECTED_API = {
+    "ConfigurationError",
+    "InstrumentedCapacityLimiter",
+    "InstrumentedSemaphore",
+    "PoolscopeInstrumentor",
+    "__version__",
+    "instrument",
+    "instrument_executor",
+    "instrument_limiter",
+    "instrument_semaphore",
+    "uninstrument",
+}
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "telemetry.md"
+
+
+def test_public_names_are_exactly_the_intended_ones() -> None:
+    assert set(poolscope.__all__) == EXPECTED_API
+    for name in poolscope.__all__:
+        assert hasattr(poolscope, name), name
+
+
+def test_every_public_module_declares_all_of_its_constants() -> None:
+    constants = {name for name in vars(semconv) if name.isupper() and not name.startswith("_")}
+    assert set(semconv.__all__) == constants
+
+
+def test_the_contract_document_names_every_metric_span_and_attribute() -> None:
+    text = DOCS.read_text()
+    for name in semconv.__all__:
+        value = getattr(semconv, name)
+        if isinstance(value, str):
+            assert f"`{value}`" in text, f"docs/telemetry.md does not mention {name} = {value!r}"
+    buckets = ", ".join(f"{b:g}" for b in semconv.DURATION_BUCKETS)
+    assert buckets in text
+
+
+def test_the_contract_document_names_every_setting() -> None:
+    from poolscope import _config
+
+    text = DOCS.read_text()
+    for variable in (
+        _config.ENV_WAIT_SPAN_THRESHOLD_MS,
+        _config.ENV_RUN_SPANS,
+        _config.ENV_ROOT_SPANS,
+        _config.ENV_PATHS,
+    ):
+        assert f"`{variable}`" in text, variable
+
+
+def test_version_is_pep440() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+([ab]\d+)?", poolscope.__version__)
