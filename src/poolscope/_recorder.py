@@ -36,6 +36,9 @@ _Record = tuple[Histogram, float, dict[str, Any], Context | None]
 
 class _Recorder:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.queue: collections.deque[_Record] = collections.deque()
         self.drain_lock = threading.Lock()
         self.wake = threading.Event()
@@ -108,10 +111,10 @@ def _count_drop() -> None:
 
 
 def _reset_after_fork() -> None:
-    # The flusher thread did not survive the fork; records queued before it
-    # belong to the parent, which flushes them itself.
-    global _recorder
-    _recorder = _Recorder()
+    # The flusher thread did not survive the fork and its lock may have been
+    # held; records queued before the fork belong to the parent, which
+    # flushes them itself.
+    _recorder.reset()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
