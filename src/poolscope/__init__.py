@@ -38,7 +38,9 @@ from ._api import (
     instrument_semaphore,
     uninstrument,
 )
+from ._asgi import PoolscopeMiddleware
 from ._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore
+from ._configure import configure
 from ._errors import ConfigurationError
 from ._instrumentor import PoolscopeInstrumentor
 from ._version import __version__
@@ -48,7 +50,9 @@ __all__ = [
     "InstrumentedCapacityLimiter",
     "InstrumentedSemaphore",
     "PoolscopeInstrumentor",
+    "PoolscopeMiddleware",
     "__version__",
+    "configure",
     "instrument",
     "instrument_executor",
     "instrument_limiter",

@@ -94,12 +94,14 @@ def _wrap_run_sync_in_worker_thread(original: Any) -> Any:
             report_internal_error("anyio.to_thread.run_sync")
             return await bound_original(cls, func, args, abandon_on_cancel, limiter)
         try:
-            return await bound_original(cls, work, args, abandon_on_cancel, limiter)
+            result = await bound_original(cls, work, args, abandon_on_cancel, limiter)
         except BaseException as exc:
             # Still waiting means the worker never picked it up.
             cancelled = isinstance(exc, cls.cancelled_exception_class())
             task.abandon(cancelled=cancelled, error=None if cancelled else exc)
             raise
+        task.resumed()
+        return result
 
     return classmethod(run_sync_in_worker_thread)
 

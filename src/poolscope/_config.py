@@ -15,6 +15,10 @@ from typing import Final
 from ._errors import ConfigurationError
 
 __all__ = [
+    "ENV_LOOP_BLOCK_THRESHOLD_MS",
+    "ENV_LOOP_INTERVAL_MS",
+    "ENV_LOOP_MONITOR",
+    "ENV_MAX_SPANS_PER_REQUEST",
     "ENV_PATHS",
     "ENV_ROOT_SPANS",
     "ENV_RUN_SPANS",
@@ -27,14 +31,23 @@ ENV_WAIT_SPAN_THRESHOLD_MS: Final = "OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS"
 ENV_RUN_SPANS: Final = "OTEL_POOLSCOPE_RUN_SPANS"
 ENV_ROOT_SPANS: Final = "OTEL_POOLSCOPE_ROOT_SPANS"
 ENV_PATHS: Final = "OTEL_POOLSCOPE_PATHS"
+ENV_MAX_SPANS_PER_REQUEST: Final = "OTEL_POOLSCOPE_MAX_SPANS_PER_REQUEST"
+ENV_LOOP_MONITOR: Final = "OTEL_POOLSCOPE_LOOP_MONITOR"
+ENV_LOOP_INTERVAL_MS: Final = "OTEL_POOLSCOPE_LOOP_INTERVAL_MS"
+ENV_LOOP_BLOCK_THRESHOLD_MS: Final = "OTEL_POOLSCOPE_LOOP_BLOCK_THRESHOLD_MS"
 
 PATH_THREAD_POOL: Final = "thread_pool"
 PATH_PROCESS_POOL: Final = "process_pool"
 PATH_ANYIO: Final = "anyio"
-PATHS: Final[tuple[str, ...]] = (PATH_THREAD_POOL, PATH_PROCESS_POOL, PATH_ANYIO)
+PATH_STARLETTE: Final = "starlette"
+PATHS: Final[tuple[str, ...]] = (PATH_THREAD_POOL, PATH_PROCESS_POOL, PATH_ANYIO, PATH_STARLETTE)
 """Offload paths poolscope can patch; all are on by default."""
 
 _DEFAULT_WAIT_SPAN_THRESHOLD: Final = 0.001
+_DEFAULT_MAX_SPANS_PER_REQUEST: Final = 32
+_DEFAULT_LOOP_INTERVAL: Final = 0.05
+_DEFAULT_LOOP_BLOCK_THRESHOLD: Final = 0.1
+_MAX_SPANS_CAP: Final = 100_000
 
 
 class _NotGiven:
@@ -56,12 +69,21 @@ class Settings:
     ``run_spans``: emit an ``executor.run`` span for every traced task.
     ``root_spans``: also emit spans for tasks submitted outside any trace.
     ``paths``: which offload paths to patch (see :data:`PATHS`).
+    ``max_spans_per_request``: task spans one request may emit; the rest only
+    count (in metrics and the roll-up).
+    ``loop_monitor``: measure event-loop lag and report blocked loops.
+    ``loop_interval``: seconds between two lag measurements.
+    ``loop_block_threshold``: seconds of lag that count as a blocked loop.
     """
 
     wait_span_threshold: float = _DEFAULT_WAIT_SPAN_THRESHOLD
     run_spans: bool = True
     root_spans: bool = False
     paths: frozenset[str] = frozenset(PATHS)
+    max_spans_per_request: int = _DEFAULT_MAX_SPANS_PER_REQUEST
+    loop_monitor: bool = True
+    loop_interval: float = _DEFAULT_LOOP_INTERVAL
+    loop_block_threshold: float = _DEFAULT_LOOP_BLOCK_THRESHOLD
 
     @classmethod
     def resolve(
@@ -71,6 +93,10 @@ class Settings:
         run_spans: object = NOT_GIVEN,
         root_spans: object = NOT_GIVEN,
         paths: object = NOT_GIVEN,
+        max_spans_per_request: object = NOT_GIVEN,
+        loop_monitor: object = NOT_GIVEN,
+        loop_interval: object = NOT_GIVEN,
+        loop_block_threshold: object = NOT_GIVEN,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if environ is None else environ
@@ -85,34 +111,79 @@ class Settings:
             run_spans=_resolve_bool("run_spans", run_spans, ENV_RUN_SPANS, env, True),
             root_spans=_resolve_bool("root_spans", root_spans, ENV_ROOT_SPANS, env, False),
             paths=_resolve_paths(paths, env),
+            max_spans_per_request=_resolve_count(
+                "max_spans_per_request",
+                max_spans_per_request,
+                ENV_MAX_SPANS_PER_REQUEST,
+                env,
+                _DEFAULT_MAX_SPANS_PER_REQUEST,
+            ),
+            loop_monitor=_resolve_bool("loop_monitor", loop_monitor, ENV_LOOP_MONITOR, env, True),
+            loop_interval=_resolve_seconds(
+                "loop_interval",
+                loop_interval,
+                ENV_LOOP_INTERVAL_MS,
+                env,
+                _DEFAULT_LOOP_INTERVAL,
+                minimum=0.001,
+            ),
+            loop_block_threshold=_resolve_seconds(
+                "loop_block_threshold",
+                loop_block_threshold,
+                ENV_LOOP_BLOCK_THRESHOLD_MS,
+                env,
+                _DEFAULT_LOOP_BLOCK_THRESHOLD,
+                minimum=0.001,
+            ),
         )
 
 
 def _resolve_seconds(
-    name: str, value: object, env_name: str, env: Mapping[str, str], default: float
+    name: str,
+    value: object,
+    env_name: str,
+    env: Mapping[str, str],
+    default: float,
+    *,
+    minimum: float = 0.0,
 ) -> float:
     if value is NOT_GIVEN:
         raw = env.get(env_name, "").strip()
         if not raw:
             return default
+        problem = f"{env_name} must be a number of milliseconds >= {minimum * 1000:g}, got {raw!r}"
         try:
             millis = float(raw)
         except ValueError:
-            raise ConfigurationError(
-                f"{env_name} must be a number of milliseconds >= 0, got {raw!r}"
-            ) from None
-        if not math.isfinite(millis) or millis < 0:
-            raise ConfigurationError(
-                f"{env_name} must be a number of milliseconds >= 0, got {raw!r}"
-            )
+            raise ConfigurationError(problem) from None
+        if not math.isfinite(millis) or millis < minimum * 1000:
+            raise ConfigurationError(problem)
         return millis / 1000.0
+    problem = f"{name} must be a number of seconds >= {minimum:g}, got {value!r}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(
-            f"{name} must be a number of seconds >= 0, got {value!r} ({type(value).__name__})"
-        )
-    if not math.isfinite(value) or value < 0:
-        raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        raise ConfigurationError(f"{problem} ({type(value).__name__})")
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigurationError(problem)
     return float(value)
+
+
+def _resolve_count(
+    name: str, value: object, env_name: str, env: Mapping[str, str], default: int
+) -> int:
+    if value is NOT_GIVEN:
+        raw = env.get(env_name, "").strip()
+        if not raw:
+            return default
+        if not raw.isdigit() or int(raw) > _MAX_SPANS_CAP:
+            raise ConfigurationError(
+                f"{env_name} must be a whole number from 0 to {_MAX_SPANS_CAP}, got {raw!r}"
+            )
+        return int(raw)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_SPANS_CAP:
+        raise ConfigurationError(
+            f"{name} must be a whole number from 0 to {_MAX_SPANS_CAP}, got {value!r}"
+        )
+    return value
 
 
 def _resolve_bool(

@@ -18,7 +18,16 @@ from ._errors import ConfigurationError
 
 __all__ = ["PoolscopeInstrumentor"]
 
-_SETTING_NAMES = ("wait_span_threshold", "run_spans", "root_spans", "paths")
+_SETTING_NAMES = (
+    "wait_span_threshold",
+    "run_spans",
+    "root_spans",
+    "paths",
+    "max_spans_per_request",
+    "loop_monitor",
+    "loop_interval",
+    "loop_block_threshold",
+)
 _PROVIDER_NAMES = ("tracer_provider", "meter_provider")
 
 

@@ -27,6 +27,7 @@ from ._patch import Patch
 from ._pools import Pool, generated_name, pool_for, register
 from ._safety import report_internal_error
 from ._task import Task
+from ._thread_pool import run_in_executor_call
 
 __all__ = ["patches", "register_executor"]
 
@@ -157,6 +158,8 @@ def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[A
             raise
         outer = _ResultFuture(inner)
         inner.add_done_callback(functools.partial(_settle, task, outer))
+        if run_in_executor_call.inside:
+            run_in_executor_call.task = task
         return outer
 
     return submit

@@ -18,11 +18,21 @@ from collections.abc import Callable
 
 from opentelemetry import metrics, trace
 
-from ._config import PATH_ANYIO, PATH_PROCESS_POOL, PATH_THREAD_POOL, Settings
+from ._config import PATH_ANYIO, PATH_PROCESS_POOL, PATH_STARLETTE, PATH_THREAD_POOL, Settings
+from ._loop_monitor import monitor_loop, stop_all
 from ._patch import Patch
+from ._safety import report_internal_error
 from ._telemetry import Telemetry
 
-__all__ = ["activate", "deactivate", "ensure_path", "ensure_telemetry", "is_active", "state"]
+__all__ = [
+    "activate",
+    "deactivate",
+    "ensure_path",
+    "ensure_telemetry",
+    "is_active",
+    "on_serving_loop",
+    "state",
+]
 
 
 class _State:
@@ -40,12 +50,13 @@ _lock = threading.RLock()
 
 def _patch_factories() -> dict[str, Callable[[], list[Patch]]]:
     # Imported lazily: the path modules import this one for ``state``.
-    from . import _anyio, _process_pool, _thread_pool
+    from . import _anyio, _process_pool, _starlette, _thread_pool
 
     return {
         PATH_THREAD_POOL: _thread_pool.patches,
         PATH_PROCESS_POOL: _process_pool.patches,
         PATH_ANYIO: _anyio.patches,
+        PATH_STARLETTE: _starlette.patches,
     }
 
 
@@ -89,9 +100,21 @@ def ensure_path(path: str) -> None:
         _install(path)
 
 
+def on_serving_loop() -> None:
+    """Called by the ASGI middleware on each request: monitor the serving loop once."""
+    telemetry = state.telemetry
+    if telemetry is None or not telemetry.settings.loop_monitor:
+        return
+    try:
+        monitor_loop(telemetry)
+    except Exception:
+        report_internal_error("starting the event-loop monitor")
+
+
 def deactivate() -> None:
     """Undo every patch and stop recording; in-flight tasks still balance their counts."""
     with _lock:
+        stop_all()
         state.telemetry = None
         state.auto = frozenset()
         patches, state.patches = state.patches, {}

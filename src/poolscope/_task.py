@@ -24,6 +24,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from . import semconv
 from ._pools import Pool
 from ._recorder import record
+from ._rollup import current_rollup
 from ._safety import report_internal_error
 from ._telemetry import Telemetry
 
@@ -84,10 +85,12 @@ class Task:
 
     __slots__ = (
         "busy_at_submit",
+        "ended",
         "func",
         "parent",
         "pending_at_submit",
         "pool",
+        "rollup",
         "run_span",
         "started",
         "state",
@@ -103,7 +106,9 @@ class Task:
         self.func = func
         self.state = WAITING
         self.started = 0
+        self.ended = 0
         self.run_span: Span | None = None
+        self.rollup = current_rollup.get()
         parent = context.get_current()
         self.parent = parent
         self.traced = telemetry.root_spans or trace.get_current_span(parent).is_recording()
@@ -158,12 +163,10 @@ class Task:
         self.started = now
         try:
             if waited:
-                record(
-                    self.telemetry.wait,
-                    (now - self.submitted) / _NS_PER_S,
-                    pool.attributes,
-                    self.parent,
-                )
+                wait_ns = now - self.submitted
+                record(self.telemetry.wait, wait_ns / _NS_PER_S, pool.attributes, self.parent)
+                if self.rollup is not None:
+                    self.rollup.add_wait(wait_ns)
             if self.traced:
                 return self._start_spans(now, waited, attach)
             if attach and self.parent:
@@ -175,6 +178,7 @@ class Task:
     def finish(self, token: object | None, exc: BaseException | None) -> None:
         """Mark the task ended (in the worker, right after the function returned)."""
         now = _monotonic_ns()
+        self.ended = now
         pool = self.pool
         with pool.lock:
             pool.busy -= 1
@@ -214,7 +218,9 @@ class Task:
                 attributes = pool.attributes
             waited = now - self.submitted
             record(self.telemetry.wait, waited / _NS_PER_S, attributes, self.parent)
-            if self.traced and waited >= self.telemetry.wait_threshold_ns:
+            if self.rollup is not None:
+                self.rollup.add_wait(waited)
+            if self.traced and waited >= self.telemetry.wait_threshold_ns and self._may_span():
                 offset = _epoch_offset_ns()
                 span = self._wait_span(offset)
                 if cancelled:
@@ -238,6 +244,20 @@ class Task:
         else:
             self.abandon(cancelled=False, error=future.exception())
 
+    def resumed(self) -> None:
+        """The awaiting coroutine is running again (called on the event loop)."""
+        if self.state != DONE:
+            return
+        try:
+            resume_ns = _monotonic_ns() - self.ended
+            record(self.telemetry.resume, resume_ns / _NS_PER_S, self.pool.attributes, self.parent)
+        except Exception:
+            report_internal_error("recording a task's resume")
+
+    def on_awaited_future_done(self, future: object) -> None:
+        """Done callback of the asyncio future that ``run_in_executor`` returned."""
+        self.resumed()
+
     def discard(self) -> None:
         """The submit itself failed: undo the pending count, record nothing."""
         with self.pool.lock:
@@ -247,6 +267,7 @@ class Task:
 
     def finish_remote(self, started_epoch_ns: int, run_ns: int, exc: BaseException | None) -> None:
         """Record a task that ran in another process, from the times it reported."""
+        self.ended = _monotonic_ns()
         pool = self.pool
         with pool.lock:
             if self.state != WAITING:
@@ -259,15 +280,17 @@ class Task:
             waited = max(started_epoch_ns - submitted_epoch, 0)
             started_local = self.submitted + waited
             record(self.telemetry.wait, waited / _NS_PER_S, pool.attributes, self.parent)
+            if self.rollup is not None:
+                self.rollup.add_wait(waited)
             attributes = pool.attributes
             if exc is not None:
                 attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
             record(self.telemetry.run, run_ns / _NS_PER_S, attributes, self.parent)
             if not self.traced:
                 return
-            if waited >= self.telemetry.wait_threshold_ns:
+            if waited >= self.telemetry.wait_threshold_ns and self._may_span():
                 self._wait_span(offset).end(end_time=started_local + offset)
-            if self.telemetry.run_spans:
+            if self.telemetry.run_spans and self._may_span():
                 span = self._run_span(started_local + offset)
                 if exc is not None:
                     _mark_error(span, exc)
@@ -277,12 +300,15 @@ class Task:
 
     # --- spans ------------------------------------------------------------------
 
+    def _may_span(self) -> bool:
+        return self.rollup is None or self.rollup.take_span()
+
     def _start_spans(self, now: int, waited: bool, attach: bool) -> object | None:
         telemetry = self.telemetry
         offset = _epoch_offset_ns()
-        if waited and now - self.submitted >= telemetry.wait_threshold_ns:
+        if waited and now - self.submitted >= telemetry.wait_threshold_ns and self._may_span():
             self._wait_span(offset).end(end_time=now + offset)
-        if not telemetry.run_spans:
+        if not (telemetry.run_spans and self._may_span()):
             return context.attach(self.parent) if attach else None
         span = self.run_span = self._run_span(now + offset)
         return context.attach(trace.set_span_in_context(span, self.parent)) if attach else None

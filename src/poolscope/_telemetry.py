@@ -42,6 +42,18 @@ class _Histograms:
             description="Time a task ran on a worker, from start to end.",
             explicit_bucket_boundaries_advisory=buckets,
         )
+        self.resume = meter.create_histogram(
+            semconv.METRIC_TASK_RESUME_DURATION,
+            unit=semconv.UNIT_SECONDS,
+            description="Time from a task's end until the awaiting coroutine ran again.",
+            explicit_bucket_boundaries_advisory=buckets,
+        )
+        self.lag = meter.create_histogram(
+            semconv.METRIC_EVENTLOOP_LAG,
+            unit=semconv.UNIT_SECONDS,
+            description="How late the event loop ran a callback scheduled for a given time.",
+            explicit_bucket_boundaries_advisory=list(semconv.LAG_BUCKETS),
+        )
         meter.create_observable_up_down_counter(
             semconv.METRIC_WORKER_COUNT,
             callbacks=[_observe_workers],
@@ -111,6 +123,8 @@ class Telemetry:
     """Everything a task needs to record itself, bound at instrument time."""
 
     __slots__ = (
+        "lag",
+        "resume",
         "root_spans",
         "run",
         "run_spans",
@@ -134,3 +148,5 @@ class Telemetry:
         histograms = _histograms_for(meter_provider)
         self.wait = histograms.wait
         self.run = histograms.run
+        self.resume = histograms.resume
+        self.lag = histograms.lag

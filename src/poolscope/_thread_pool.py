@@ -8,6 +8,7 @@ every thread pool. The task's wait is submit → a worker thread picks it up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import threading
@@ -24,13 +25,25 @@ from ._task import Task
 
 __all__ = ["patches", "register_executor"]
 
-# uvloop keeps its default executor out of reach of Python code, so its
-# run_in_executor(None, ...) raises this flag around the submit it makes.
-_default_executor_hint = threading.local()
+
+class _RunInExecutorCall(threading.local):
+    """What ``run_in_executor`` tells the ``submit`` it makes, and learns back.
+
+    ``default``: the call was ``run_in_executor(None, ...)``, so the executor is
+    the loop's default (uvloop keeps it out of reach of Python code).
+    ``task``: the task ``submit`` created, to time the awaiting coroutine's resume.
+    """
+
+    inside = False
+    default = False
+    task: Task | None = None
+
+
+run_in_executor_call = _RunInExecutorCall()
 
 
 def _automatic_name(executor: ThreadPoolExecutor) -> str:
-    if getattr(_default_executor_hint, "active", False):
+    if run_in_executor_call.default:
         return semconv.POOL_ASYNCIO_DEFAULT
     loop = asyncio.events._get_running_loop()
     if loop is not None and getattr(loop, "_default_executor", None) is executor:
@@ -79,36 +92,43 @@ def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[A
             task.discard()
             raise
         future.add_done_callback(task.on_future_done)
+        if run_in_executor_call.inside:
+            run_in_executor_call.task = task
         return future
 
     return submit
 
 
-def _wrap_uvloop_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def run_in_executor(self: Any, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
-        if executor is not None:
+        call = run_in_executor_call
+        if call.inside:  # re-entered (a subclass calling super): the outer call handles it
             return original(self, executor, func, *args)
-        _default_executor_hint.active = True
+        call.inside = True
+        call.default = executor is None
         try:
-            return original(self, None, func, *args)
+            future = original(self, executor, func, *args)
         finally:
-            _default_executor_hint.active = False
+            call.inside = call.default = False
+        task, call.task = call.task, None
+        if task is not None:
+            try:
+                future.add_done_callback(task.on_awaited_future_done)
+            except Exception:
+                report_internal_error("loop.run_in_executor")
+        return future
 
     return run_in_executor
 
 
 def patches() -> list[Patch]:
+    loops: list[Any] = [asyncio.BaseEventLoop]
+    with contextlib.suppress(ImportError):
+        loops.append(importlib.import_module("uvloop").Loop)
     found = [Patch(ThreadPoolExecutor, "submit", _wrap_submit(ThreadPoolExecutor.submit))]
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        return found
-    found.append(
-        Patch(
-            uvloop.Loop,
-            "run_in_executor",
-            _wrap_uvloop_run_in_executor(uvloop.Loop.run_in_executor),
-        )
+    found.extend(
+        Patch(loop, "run_in_executor", _wrap_run_in_executor(loop.run_in_executor))
+        for loop in loops
     )
     return found

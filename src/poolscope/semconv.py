@@ -15,28 +15,40 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ATTR_CODE_FILE_PATH",
     "ATTR_CODE_FUNCTION_NAME",
+    "ATTR_CODE_LINE_NUMBER",
+    "ATTR_CODE_STACKTRACE",
     "ATTR_ERROR_TYPE",
     "ATTR_EXECUTOR_NAME",
+    "ATTR_EXECUTOR_SPANS_DROPPED",
     "ATTR_EXECUTOR_TASK_CANCELLED",
+    "ATTR_EXECUTOR_TASK_COUNT",
     "ATTR_EXECUTOR_TASK_PENDING",
     "ATTR_EXECUTOR_TYPE",
+    "ATTR_EXECUTOR_WAIT_MAX",
+    "ATTR_EXECUTOR_WAIT_TOTAL",
     "ATTR_EXECUTOR_WORKER_BUSY",
     "ATTR_EXECUTOR_WORKER_LIMIT",
     "ATTR_EXECUTOR_WORKER_STATE",
+    "ATTR_HTTP_ROUTE",
     "DURATION_BUCKETS",
     "EXECUTOR_TYPES",
     "EXECUTOR_TYPE_LIMITER",
     "EXECUTOR_TYPE_PROCESS_POOL",
     "EXECUTOR_TYPE_SEMAPHORE",
     "EXECUTOR_TYPE_THREAD_POOL",
+    "LAG_BUCKETS",
+    "METRIC_EVENTLOOP_LAG",
     "METRIC_TASK_PENDING",
+    "METRIC_TASK_RESUME_DURATION",
     "METRIC_TASK_RUN_DURATION",
     "METRIC_TASK_WAIT_DURATION",
     "METRIC_WORKER_COUNT",
     "METRIC_WORKER_LIMIT",
     "POOL_ANYIO_DEFAULT",
     "POOL_ASYNCIO_DEFAULT",
+    "SPAN_EVENTLOOP_BLOCKED",
     "SPAN_RUN",
     "SPAN_WAIT",
     "UNIT_SECONDS",
@@ -62,6 +74,15 @@ METRIC_WORKER_LIMIT: Final = "executor.worker.limit"
 
 METRIC_TASK_PENDING: Final = "executor.task.pending"
 """Up-down counter: tasks waiting for a worker right now."""
+
+METRIC_TASK_RESUME_DURATION: Final = "executor.task.resume.duration"
+"""Histogram: time from the task's end until the awaiting coroutine ran again.
+
+Long resumes with short waits mean a busy event loop, not a starved pool.
+"""
+
+METRIC_EVENTLOOP_LAG: Final = "asyncio.eventloop.lag"
+"""Histogram: how late the event loop ran a callback scheduled for a given time."""
 
 UNIT_SECONDS: Final = "s"
 UNIT_WORKER: Final = "{worker}"
@@ -91,6 +112,23 @@ The SDK's default boundaries are meant for milliseconds and would put every
 wait under 5 s into the first bucket of a seconds histogram.
 """
 
+LAG_BUCKETS: Final[tuple[float, ...]] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Bucket boundaries (s) for ``asyncio.eventloop.lag``: from 1 ms."""
+
 # --- Spans -------------------------------------------------------------------
 
 SPAN_WAIT: Final = "executor.wait"
@@ -98,6 +136,9 @@ SPAN_WAIT: Final = "executor.wait"
 
 SPAN_RUN: Final = "executor.run"
 """Span from start to end; sibling of the wait span, parent of spans made in the worker."""
+
+SPAN_EVENTLOOP_BLOCKED: Final = "asyncio.eventloop.blocked"
+"""Span over a stretch the event loop could not run callbacks, with the blocking stack."""
 
 # --- Attributes --------------------------------------------------------------
 
@@ -108,8 +149,20 @@ ATTR_EXECUTOR_WORKER_LIMIT: Final = "executor.worker.limit"
 ATTR_EXECUTOR_WORKER_BUSY: Final = "executor.worker.busy"
 ATTR_EXECUTOR_TASK_PENDING: Final = "executor.task.pending"
 ATTR_EXECUTOR_TASK_CANCELLED: Final = "executor.task.cancelled"
+ATTR_EXECUTOR_WAIT_TOTAL: Final = "executor.wait.total"
+"""Server span: seconds the request's tasks spent waiting for workers, summed."""
+ATTR_EXECUTOR_WAIT_MAX: Final = "executor.wait.max"
+"""Server span: the longest single wait among the request's tasks, seconds."""
+ATTR_EXECUTOR_TASK_COUNT: Final = "executor.task.count"
+"""Server span: how many tasks the request handed to pools."""
+ATTR_EXECUTOR_SPANS_DROPPED: Final = "executor.spans.dropped"
+"""Server span: task spans not emitted because the request's span budget ran out."""
 ATTR_CODE_FUNCTION_NAME: Final = "code.function.name"
+ATTR_CODE_STACKTRACE: Final = "code.stacktrace"
+ATTR_CODE_FILE_PATH: Final = "code.file.path"
+ATTR_CODE_LINE_NUMBER: Final = "code.line.number"
 ATTR_ERROR_TYPE: Final = "error.type"
+ATTR_HTTP_ROUTE: Final = "http.route"
 
 # --- Attribute values --------------------------------------------------------
 

@@ -1,0 +1,165 @@
+"""``PoolscopeMiddleware``: OpenTelemetry's ASGI server span, plus where the request waited.
+
+Built on ``opentelemetry-instrumentation-asgi``'s ``OpenTelemetryMiddleware``
+(the server span, HTTP attributes and metrics are OpenTelemetry's), with:
+
+* the roll-up of the request's queue waits on the server span:
+  ``executor.wait.total``, ``executor.wait.max``, ``executor.task.count``
+  (and ``executor.spans.dropped`` when the span budget ran out);
+* ``http.route`` as the route template, and the span named ``{method} {route}``;
+* the event-loop monitor started on the serving loop.
+
+If a server span is already current (``opentelemetry-instrumentation-fastapi``
+or an ``OpenTelemetryMiddleware`` outside this one), no second span is made:
+that span is enriched instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.trace import Span, SpanKind
+
+from . import _runtime, semconv
+from ._config import Settings
+from ._rollup import RequestRollup, current_rollup
+from ._route import span_details
+from ._safety import logger, report_internal_error
+
+__all__ = ["PoolscopeMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _is_server_span(span: Span) -> bool:
+    return span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER
+
+
+class _RollupApp:
+    """Inner ASGI app: opens the roll-up, runs the app, writes it on the server span."""
+
+    def __init__(self, app: ASGIApp, span_budget: int | None) -> None:
+        self.app = app
+        self.span_budget = span_budget
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if current_rollup.get() is not None:
+            # Another PoolscopeMiddleware outside this one already rolls up.
+            await self.app(scope, receive, send)
+            return
+        span = trace.get_current_span()
+        budget = self.span_budget
+        if budget is None:
+            telemetry = _runtime.state.telemetry
+            budget = (telemetry.settings if telemetry else Settings()).max_spans_per_request
+        rollup = RequestRollup(budget)
+
+        async def send_and_write(message: Message) -> None:
+            # OpenTelemetry ends the server span right after the last body
+            # message; the roll-up must be on it by then.
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                _write_safely(span, rollup, scope)
+            await send(message)
+
+        token = current_rollup.set(rollup)
+        try:
+            await self.app(scope, receive, send_and_write)
+        finally:
+            current_rollup.reset(token)
+            _write_safely(span, rollup, scope)  # no body sent (error, disconnect): write now
+
+
+def _write_safely(span: Span, rollup: RequestRollup, scope: Scope) -> None:
+    try:
+        _write(span, rollup, scope)
+    except Exception:
+        report_internal_error("writing the request roll-up")
+
+
+def _write(span: Span, rollup: RequestRollup, scope: Scope) -> None:
+    if not _is_server_span(span):
+        return
+    span.set_attribute(semconv.ATTR_EXECUTOR_WAIT_TOTAL, rollup.wait_total_ns / 1e9)
+    span.set_attribute(semconv.ATTR_EXECUTOR_WAIT_MAX, rollup.wait_max_ns / 1e9)
+    span.set_attribute(semconv.ATTR_EXECUTOR_TASK_COUNT, rollup.task_count)
+    if rollup.spans_dropped:
+        span.set_attribute(semconv.ATTR_EXECUTOR_SPANS_DROPPED, rollup.spans_dropped)
+    attributes = getattr(span, "attributes", None) or {}
+    if semconv.ATTR_HTTP_ROUTE in attributes:
+        return
+    # Not matched at the start (app without routes at that level): take the
+    # route Starlette recorded while routing, for the span at least.
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        prefix = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
+        template = prefix + path
+        span.set_attribute(semconv.ATTR_HTTP_ROUTE, template)
+        span.update_name(f"{scope.get('method', 'HTTP')} {template}")
+
+
+class PoolscopeMiddleware:
+    """ASGI middleware: the server span with the request's waits for workers.
+
+    Use it as ``app.add_middleware(PoolscopeMiddleware)`` or as a plain
+    wrapper, ``app = PoolscopeMiddleware(app)``. Keywords other than
+    ``max_spans_per_request`` go to ``OpenTelemetryMiddleware`` (for example
+    ``excluded_urls``, ``tracer_provider``, ``meter_provider``, hooks).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_spans_per_request: int | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        **otel_options: Any,
+    ) -> None:
+        if max_spans_per_request is not None:
+            Settings.resolve(max_spans_per_request=max_spans_per_request)  # validate
+        self.app = app
+        self._rollup = _RollupApp(app, max_spans_per_request)
+        self._otel = OpenTelemetryMiddleware(
+            self._rollup,
+            default_span_details=lambda scope: span_details(app, scope),
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            **otel_options,
+        )
+        self._warned_nested = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            # websockets and lifespan: OpenTelemetry's span for websockets, no roll-up
+            await (self._otel if scope["type"] == "websocket" else self.app)(scope, receive, send)
+            return
+        _runtime.on_serving_loop()
+        if _is_server_span(trace.get_current_span()):
+            await self._rollup(scope, receive, send)  # enrich the span someone else made
+            return
+        if self._instrumented_inside():
+            await self._rollup(scope, receive, send)
+            return
+        await self._otel(scope, receive, send)
+
+    def _instrumented_inside(self) -> bool:
+        """An OpenTelemetry-instrumented app inside us makes its own server span."""
+        if not getattr(self.app, "_is_instrumented_by_opentelemetry", False):
+            return False
+        if not self._warned_nested:
+            self._warned_nested = True
+            logger.warning(
+                "poolscope: the app inside PoolscopeMiddleware is already instrumented by "
+                "OpenTelemetry, which makes the server span; poolscope does not make a "
+                "second one. To get the wait roll-up on that span, add poolscope with "
+                "app.add_middleware(PoolscopeMiddleware) instead of wrapping the app."
+            )
+        return True

@@ -1,0 +1,351 @@
+"""``poolscope.configure()``: the one call that sets everything up for an app.
+
+It builds an OpenTelemetry SDK tracer and meter provider with OTLP export
+(gRPC or HTTP), histogram views with second-scale buckets, optionally a
+Prometheus scrape endpoint, then turns on the executor instrumentation, the
+event-loop monitor, and (given an ``app``) the ASGI middleware.
+
+Providers the application set itself are kept: poolscope then only adds its
+instrumentation on top of them. Every value is validated here, so a typo in an
+endpoint fails at start-up. Export runs in background threads with bounded
+queues; a collector that is down never slows a request.
+
+Standard variables honoured: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``,
+``OTEL_EXPORTER_OTLP_HEADERS`` (and the other ``OTEL_EXPORTER_OTLP_*`` the
+exporters read), ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``
+(``otlp``, ``console`` or ``none``), ``OTEL_METRIC_EXPORT_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+from . import semconv
+from ._api import instrument
+from ._asgi import PoolscopeMiddleware
+from ._errors import ConfigurationError
+from ._safety import logger
+
+__all__ = ["configure"]
+
+PROTOCOLS: Final = ("grpc", "http/protobuf")
+EXPORTERS: Final = ("otlp", "console", "none")
+ENV_PROMETHEUS_PORT: Final = "OTEL_POOLSCOPE_PROMETHEUS_PORT"
+ENV_PROMETHEUS_HOST: Final = "OTEL_POOLSCOPE_PROMETHEUS_HOST"
+_DEFAULT_METRIC_INTERVAL_MS: Final = 15_000
+_CONFIGURED_MARK: Final = "_poolscope_configured"
+
+_lock = threading.Lock()
+_ours: dict[str, Any] = {}  # providers this module created and set
+
+
+def configure(
+    app: Any = None,
+    *,
+    service_name: str | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    prometheus_port: int | None = None,
+    prometheus_host: str | None = None,
+    **settings: Any,
+) -> Any:
+    """Set up OpenTelemetry export and poolscope in one call; return the app.
+
+    ``app``: a Starlette/FastAPI app gets ``PoolscopeMiddleware`` added; any
+    other ASGI callable is returned wrapped in it. ``service_name`` falls back
+    to ``OTEL_SERVICE_NAME``. ``otlp_endpoint`` / ``otlp_protocol`` fall back
+    to the ``OTEL_EXPORTER_OTLP_*`` variables (protocol ``grpc`` or
+    ``http/protobuf``). ``prometheus_port`` (or ``OTEL_POOLSCOPE_PROMETHEUS_PORT``)
+    serves the metrics for scraping on ``prometheus_host`` (default 127.0.0.1).
+    Other keywords are poolscope settings, as for :func:`poolscope.instrument`.
+    """
+    env = os.environ
+    plan = _Plan.resolve(
+        env,
+        service_name=service_name,
+        otlp_endpoint=otlp_endpoint,
+        otlp_protocol=otlp_protocol,
+        prometheus_port=prometheus_port,
+        prometheus_host=prometheus_host,
+    )
+    with _lock:
+        tracer_provider = _tracer_provider(plan)
+        meter_provider = _meter_provider(plan)
+    instrument(tracer_provider=tracer_provider, meter_provider=meter_provider, **settings)
+    if app is None:
+        return None
+    return _add_middleware(app, tracer_provider, meter_provider)
+
+
+class _Plan:
+    """Validated export settings."""
+
+    def __init__(self, **values: Any) -> None:
+        self.service_name: str | None = values["service_name"]
+        self.endpoint: str | None = values["endpoint"]
+        self.protocol: str = values["protocol"]
+        self.traces_exporter: str = values["traces_exporter"]
+        self.metrics_exporter: str = values["metrics_exporter"]
+        self.prometheus_port: int | None = values["prometheus_port"]
+        self.prometheus_host: str = values["prometheus_host"]
+        self.metric_interval_ms: int = values["metric_interval_ms"]
+
+    @classmethod
+    def resolve(cls, env: Mapping[str, str], **given: Any) -> _Plan:
+        service_name = given["service_name"]
+        if service_name is not None and (
+            not isinstance(service_name, str) or not service_name.strip()
+        ):
+            raise ConfigurationError(
+                f"service_name must be a non-empty string, got {service_name!r}"
+            )
+        protocol = given["otlp_protocol"]
+        source = "otlp_protocol"
+        if protocol is None:
+            protocol, source = (
+                env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").strip(),
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            )
+        if protocol not in PROTOCOLS:
+            raise ConfigurationError(
+                f"{source}: expected one of {list(PROTOCOLS)}, got {protocol!r}"
+            )
+        endpoint = given["otlp_endpoint"]
+        if endpoint is not None:
+            _check_url("otlp_endpoint", endpoint)
+        elif env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
+            _check_url("OTEL_EXPORTER_OTLP_ENDPOINT", env["OTEL_EXPORTER_OTLP_ENDPOINT"].strip())
+        exporters = {}
+        for signal in ("traces", "metrics"):
+            variable = f"OTEL_{signal.upper()}_EXPORTER"
+            value = env.get(variable, "otlp").strip().lower() or "otlp"
+            if value not in EXPORTERS:
+                raise ConfigurationError(
+                    f"{variable}: poolscope.configure() supports {list(EXPORTERS)}, got {value!r}"
+                )
+            exporters[signal] = value
+        port = given["prometheus_port"]
+        if port is None and env.get(ENV_PROMETHEUS_PORT, "").strip():
+            raw = env[ENV_PROMETHEUS_PORT].strip()
+            if not raw.isdigit():
+                raise ConfigurationError(
+                    f"{ENV_PROMETHEUS_PORT} must be a port number, got {raw!r}"
+                )
+            port = int(raw)
+            port_source = ENV_PROMETHEUS_PORT
+        else:
+            port_source = "prometheus_port"
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
+        ):
+            raise ConfigurationError(
+                f"{port_source} must be a port number from 0 to 65535, got {port!r}"
+            )
+        host = given["prometheus_host"] or env.get(ENV_PROMETHEUS_HOST, "").strip() or "127.0.0.1"
+        interval = env.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip()
+        if interval and (not interval.isdigit() or int(interval) == 0):
+            raise ConfigurationError(
+                "OTEL_METRIC_EXPORT_INTERVAL must be a positive number of milliseconds, "
+                f"got {interval!r}"
+            )
+        return cls(
+            service_name=service_name,
+            endpoint=endpoint,
+            protocol=protocol,
+            traces_exporter=exporters["traces"],
+            metrics_exporter=exporters["metrics"],
+            prometheus_port=port,
+            prometheus_host=host,
+            metric_interval_ms=int(interval) if interval else _DEFAULT_METRIC_INTERVAL_MS,
+        )
+
+
+def _check_url(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{name} must be a URL such as http://127.0.0.1:4317, got {value!r}"
+        )
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ConfigurationError(
+            f"{name} must be an http:// or https:// URL with a host, such as "
+            f"http://127.0.0.1:4317, got {value!r}"
+        )
+
+
+def _sdk() -> Any:
+    try:
+        from opentelemetry import sdk
+    except ImportError:
+        raise ConfigurationError(
+            "poolscope.configure() needs the OpenTelemetry SDK and OTLP exporters: "
+            "pip install 'poolscope[otlp]'"
+        ) from None
+    return sdk
+
+
+def _resource(plan: _Plan) -> Any:
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
+    attributes = {SERVICE_NAME: plan.service_name} if plan.service_name else {}
+    return Resource.create(attributes)
+
+
+def _tracer_provider(plan: _Plan) -> Any:
+    current = trace.get_tracer_provider()
+    if not isinstance(current, trace.ProxyTracerProvider):
+        if current is not _ours.get("tracer_provider"):
+            logger.info("poolscope: keeping the tracer provider the application set")
+        return current
+    _sdk()
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    provider = TracerProvider(resource=_resource(plan))
+    if plan.traces_exporter == "otlp":
+        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter("trace", plan)))
+    elif plan.traces_exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _ours["tracer_provider"] = provider
+    return provider
+
+
+def _meter_provider(plan: _Plan) -> Any:
+    current = metrics.get_meter_provider()
+    if not isinstance(current, _ProxyMeterProvider):
+        if current is not _ours.get("meter_provider"):
+            logger.info("poolscope: keeping the meter provider the application set")
+        return current
+    _sdk()
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        PeriodicExportingMetricReader,
+    )
+
+    readers: list[Any] = []
+    if plan.metrics_exporter != "none":
+        exporter = (
+            _otlp_exporter("metric", plan)
+            if plan.metrics_exporter == "otlp"
+            else ConsoleMetricExporter()
+        )
+        readers.append(
+            PeriodicExportingMetricReader(exporter, export_interval_millis=plan.metric_interval_ms)
+        )
+    if plan.prometheus_port is not None:
+        readers.append(_prometheus_reader(plan))
+    provider = MeterProvider(resource=_resource(plan), metric_readers=readers, views=_views())
+    metrics.set_meter_provider(provider)
+    _ours["meter_provider"] = provider
+    return provider
+
+
+def _views() -> list[Any]:
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+    seconds = ExplicitBucketHistogramAggregation(list(semconv.DURATION_BUCKETS))
+    views = [
+        View(instrument_name=name, aggregation=seconds)
+        for name in (
+            semconv.METRIC_TASK_WAIT_DURATION,
+            semconv.METRIC_TASK_RUN_DURATION,
+            semconv.METRIC_TASK_RESUME_DURATION,
+        )
+    ]
+    views.append(
+        View(
+            instrument_name=semconv.METRIC_EVENTLOOP_LAG,
+            aggregation=ExplicitBucketHistogramAggregation(list(semconv.LAG_BUCKETS)),
+        )
+    )
+    return views
+
+
+_OTLP_EXPORTERS: Final = {
+    ("grpc", "trace"): (
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    ("grpc", "metric"): (
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+    ("http/protobuf", "trace"): (
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    ("http/protobuf", "metric"): (
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+}
+_OTLP_HTTP_PATHS: Final = {"trace": "/v1/traces", "metric": "/v1/metrics"}
+
+
+def _otlp_exporter(signal: str, plan: _Plan) -> Any:
+    module_name, class_name = _OTLP_EXPORTERS[(plan.protocol, signal)]
+    try:
+        exporter_class = getattr(importlib.import_module(module_name), class_name)
+    except ImportError:
+        raise ConfigurationError(
+            f"OTLP over {plan.protocol} needs its exporter: pip install 'poolscope[otlp]'"
+        ) from None
+    if not plan.endpoint:
+        return exporter_class()  # the exporter reads OTEL_EXPORTER_OTLP_* itself
+    endpoint = plan.endpoint
+    if plan.protocol == "http/protobuf":
+        endpoint = endpoint.rstrip("/") + _OTLP_HTTP_PATHS[signal]
+    return exporter_class(endpoint=endpoint)
+
+
+def _prometheus_reader(plan: _Plan) -> Any:
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+    except ImportError:
+        raise ConfigurationError(
+            "prometheus_port needs the Prometheus exporter: pip install 'poolscope[prometheus]'"
+        ) from None
+    reader = PrometheusMetricReader()
+    try:
+        start_http_server(plan.prometheus_port or 0, addr=plan.prometheus_host)
+    except OSError as error:
+        raise ConfigurationError(
+            "cannot serve Prometheus metrics on "
+            f"{plan.prometheus_host}:{plan.prometheus_port}: {error}"
+        ) from None
+    return reader
+
+
+def _add_middleware(app: Any, tracer_provider: Any, meter_provider: Any) -> Any:
+    if getattr(app, _CONFIGURED_MARK, False):
+        return app
+    if hasattr(app, "add_middleware") and hasattr(app, "user_middleware"):
+        app.add_middleware(
+            PoolscopeMiddleware, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+        setattr(app, _CONFIGURED_MARK, True)
+        return app
+    if not callable(app):
+        raise ConfigurationError(f"app must be an ASGI application, got {type(app).__qualname__}")
+    wrapped = PoolscopeMiddleware(
+        app, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    setattr(wrapped, _CONFIGURED_MARK, True)
+    return wrapped

@@ -1,0 +1,57 @@
+"""Per-request roll-up: every queue wait of the tasks a request submitted, summed.
+
+The ASGI middleware opens a :class:`RequestRollup` in the request's context;
+each task submitted from that context (the sync endpoint itself, every chunk
+of a sync streaming response, ``to_thread`` calls in async endpoints) adds its
+wait when a worker picks it up. The middleware writes the totals on the server
+span. The roll-up also holds the request's span budget, so a response of
+thousands of sync chunks cannot produce thousands of spans.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from typing import Final
+
+__all__ = ["RequestRollup", "current_rollup"]
+
+
+class RequestRollup:
+    __slots__ = (
+        "_lock",
+        "span_budget",
+        "spans_dropped",
+        "task_count",
+        "wait_max_ns",
+        "wait_total_ns",
+    )
+
+    def __init__(self, span_budget: int) -> None:
+        self._lock = threading.Lock()
+        self.wait_total_ns = 0
+        self.wait_max_ns = 0
+        self.task_count = 0
+        self.span_budget = span_budget
+        self.spans_dropped = 0
+
+    def add_wait(self, wait_ns: int) -> None:
+        """Called from worker threads and the loop alike."""
+        with self._lock:
+            self.task_count += 1
+            self.wait_total_ns += wait_ns
+            self.wait_max_ns = max(self.wait_max_ns, wait_ns)
+
+    def take_span(self) -> bool:
+        """True if the request may emit one more task span; counts the ones it may not."""
+        with self._lock:
+            if self.span_budget > 0:
+                self.span_budget -= 1
+                return True
+            self.spans_dropped += 1
+            return False
+
+
+current_rollup: Final[ContextVar[RequestRollup | None]] = ContextVar(
+    "poolscope_request_rollup", default=None
+)

@@ -1,0 +1,59 @@
+"""``http.route``: the route template a request matched, never the raw path.
+
+Matched at the start of the request against the Starlette/FastAPI app's
+routes (descending into mounts), so the template is on the server span and on
+OpenTelemetry's request-duration metric from the first moment. Raw paths
+(``/items/42``) would make every URL its own span name and metric series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+from . import semconv
+
+__all__ = ["route_template", "span_details"]
+
+_MAX_DEPTH = 8
+
+
+def route_template(app: Any, scope: MutableMapping[str, Any]) -> str | None:
+    """The template of the route ``scope`` would reach in ``app``, or None."""
+    routes = getattr(app, "routes", None)
+    if routes is None:
+        return None
+    try:
+        return _match(routes, dict(scope), "", 0)
+    except Exception:  # a router we do not understand: no template, never an error
+        return None
+
+
+def _match(routes: Iterable[Any], scope: dict[str, Any], prefix: str, depth: int) -> str | None:
+    from starlette.routing import Match
+
+    partial: str | None = None
+    for route in routes:
+        match, child_scope = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        path = prefix + str(getattr(route, "path", ""))
+        children = getattr(route, "routes", None)
+        if children and depth < _MAX_DEPTH:  # a Mount: keep matching inside
+            inner = _match(children, {**scope, **child_scope}, path, depth + 1)
+            if inner is not None:
+                return inner
+            continue
+        if match is Match.FULL:
+            return path
+        partial = partial or path  # e.g. the right path with the wrong method
+    return partial
+
+
+def span_details(app: Any, scope: MutableMapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """Span name ``{method} {route}`` and the ``http.route`` attribute, per the HTTP conventions."""
+    method = str(scope.get("method", "")).upper() or "HTTP"
+    template = route_template(scope.get("app") or app, scope)
+    if template is None:
+        return method, {}
+    return f"{method} {template}", {semconv.ATTR_HTTP_ROUTE: template}
