@@ -1,4 +1,4 @@
-"""PoolscopeMiddleware on real uvicorn, real sockets, a real HTTP client: the per-request roll-up."""
+"""PoolscopeMiddleware on real uvicorn, sockets and HTTP client: the per-request roll-up."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from collections.abc import Iterator
 import anyio.to_thread
 import httpx
 import pytest
-from _servers import serve
-from conftest import Telemetry
 from fastapi import FastAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan
@@ -21,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
+from _servers import serve
+from conftest import Telemetry
 from poolscope import PoolscopeMiddleware, semconv
 
 CONCURRENCY = 60
