@@ -14,13 +14,16 @@ import anyio._backends._asyncio as anyio_asyncio
 import uvloop
 
 import poolscope
+from starlette.applications import Starlette
 from conftest import make_telemetry
 
 PATCHED = [
     (ThreadPoolExecutor, "submit"),
     (ProcessPoolExecutor, "submit"),
-    (anyio_asyncio.AsyncIOBackend, "run_sync_in_worker_thread"),
+    (asyncio.BaseEventLoop, "run_in_executor"),
     (uvloop.Loop, "run_in_executor"),
+    (anyio_asyncio.AsyncIOBackend, "run_sync_in_worker_thread"),
+    (Starlette, "build_middleware_stack"),
 ]
 
 

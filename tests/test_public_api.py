@@ -13,7 +13,9 @@ EXPECTED_API = {
     "InstrumentedCapacityLimiter",
     "InstrumentedSemaphore",
     "PoolscopeInstrumentor",
+    "PoolscopeMiddleware",
     "__version__",
+    "configure",
     "instrument",
     "instrument_executor",
     "instrument_limiter",
@@ -46,7 +48,7 @@ def test_the_contract_document_names_every_metric_span_and_attribute() -> None:
 
 
 def test_the_contract_document_names_every_setting() -> None:
-    from poolscope import _config
+    from poolscope import _config, _configure
 
     text = DOCS.read_text()
     for variable in (

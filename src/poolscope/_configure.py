@@ -78,8 +78,8 @@ def configure(
         prometheus_host=prometheus_host,
     )
     with _lock:
-        tracer_provider = _tracer_provider(plan)
         meter_provider = _meter_provider(plan)
+        tracer_provider = _tracer_provider(plan, meter_provider)
     instrument(tracer_provider=tracer_provider, meter_provider=meter_provider, **settings)
     if app is None:
         return None
@@ -205,7 +205,7 @@ def _resource(plan: _Plan) -> Any:
     return Resource.create(attributes)
 
 
-def _tracer_provider(plan: _Plan) -> Any:
+def _tracer_provider(plan: _Plan, meter_provider: Any) -> Any:
     current = trace.get_tracer_provider()
     if not isinstance(current, trace.ProxyTracerProvider):
         if current is not _ours.get("tracer_provider"):
@@ -216,10 +216,21 @@ def _tracer_provider(plan: _Plan) -> Any:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     provider = TracerProvider(resource=_resource(plan))
+    # A bounded queue, exported from a background thread; spans dropped when it
+    # is full are counted by the SDK in otel.sdk.processor.span.processed
+    # (error.type=queue_full) through the meter provider.
     if plan.traces_exporter == "otlp":
-        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter("trace", plan)))
+        exporter = _otlp_exporter("trace", plan)
     elif plan.traces_exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        exporter = ConsoleSpanExporter()
+    else:
+        exporter = None
+    if exporter is not None:
+        try:
+            processor = BatchSpanProcessor(exporter, meter_provider=meter_provider)
+        except TypeError:  # an SDK from before processor metrics: drops are only logged
+            processor = BatchSpanProcessor(exporter)
+        provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     _ours["tracer_provider"] = provider
     return provider

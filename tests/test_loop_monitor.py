@@ -1,0 +1,107 @@
+"""Event-loop lag and the blocked-loop detector, told apart from pool starvation."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from _helpers import duration_ms
+from _servers import serve
+from conftest import Telemetry
+from opentelemetry.trace import SpanKind
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from poolscope import PoolscopeMiddleware, semconv
+
+LOAD = Path(__file__).resolve().parent / "_load.py"
+
+
+async def blocking_endpoint(request: Request) -> PlainTextResponse:
+    time.sleep(0.3)  # the mistake under test: a blocking call inside async def
+    return PlainTextResponse("blocked")
+
+
+BLOCKING_LINE = inspect.getsourcelines(blocking_endpoint)[1] + 1
+
+
+async def async_endpoint(request: Request) -> PlainTextResponse:
+    await asyncio.sleep(0.2)
+    return PlainTextResponse("async")
+
+
+def app(telemetry: Telemetry) -> Starlette:
+    return Starlette(
+        routes=[Route("/blocking", blocking_endpoint), Route("/async", async_endpoint)],
+        middleware=[Middleware(PoolscopeMiddleware, tracer_provider=telemetry.tracer_provider)],
+    )
+
+
+def histogram_quantile(point: object, quantile: float) -> float:
+    """Prometheus' histogram_quantile over one data point: linear within the bucket."""
+    bounds = list(point.explicit_bounds)  # type: ignore[attr-defined]
+    counts = list(point.bucket_counts)  # type: ignore[attr-defined]
+    rank = quantile * sum(counts)
+    seen = 0
+    lower = 0.0
+    for bound, count in zip([*bounds, float("inf")], counts, strict=True):
+        if count and seen + count >= rank:
+            return lower + (bound - lower) * (rank - seen) / count
+        seen += count
+        lower = bound
+    return lower
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_blocked_loop_is_reported_with_the_blocking_line(telemetry: Telemetry, loop: str) -> None:
+    with serve(app(telemetry), loop=loop) as url, httpx.Client(base_url=url, timeout=30) as client:
+        client.get("/async")  # the first request starts the monitor on the serving loop
+        time.sleep(0.1)
+        assert client.get("/blocking").text == "blocked"
+        time.sleep(0.2)  # let the watchdog see the heartbeat come back
+
+    [blocked] = telemetry.spans(semconv.SPAN_EVENTLOOP_BLOCKED)
+    assert 240 <= duration_ms(blocked) <= 400, duration_ms(blocked)
+    attributes = blocked.attributes or {}
+    assert attributes[semconv.ATTR_CODE_FILE_PATH] == __file__
+    assert attributes[semconv.ATTR_CODE_LINE_NUMBER] == BLOCKING_LINE
+    assert str(attributes[semconv.ATTR_CODE_FUNCTION_NAME]).endswith("blocking_endpoint")
+    assert f'line {BLOCKING_LINE}, in blocking_endpoint' in str(attributes[semconv.ATTR_CODE_STACKTRACE])
+    if loop == "asyncio":  # the stock loop exposes the blocked callback's context
+        [request] = [s for s in telemetry.spans() if s.kind is SpanKind.SERVER and s.name == "GET /blocking"]
+        assert blocked.parent is not None
+        assert blocked.parent.span_id == request.context.span_id
+    assert telemetry.spans(semconv.SPAN_WAIT) == []  # no pool involved: not starvation
+    [lag] = telemetry.points(semconv.METRIC_EVENTLOOP_LAG)
+    assert lag.max >= 0.2
+    assert list(lag.explicit_bounds) == list(semconv.LAG_BUCKETS)
+
+
+def test_a_fully_async_endpoint_under_load_has_low_lag_and_no_waits(telemetry: Telemetry) -> None:
+    with serve(app(telemetry)) as url:
+        with httpx.Client(base_url=url) as client:
+            client.get("/async")
+        result = subprocess.run(
+            [sys.executable, str(LOAD), url, "/async", "60", "5"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    assert json.loads(result.stdout) == [200] * 300
+    long_waits = [s for s in telemetry.spans(semconv.SPAN_WAIT) if duration_ms(s) >= 1]
+    assert long_waits == []
+    assert telemetry.spans(semconv.SPAN_EVENTLOOP_BLOCKED) == []
+    [lag] = telemetry.points(semconv.METRIC_EVENTLOOP_LAG)
+    assert lag.count >= 15  # about a second of 50 ms heartbeats
+    assert histogram_quantile(lag, 0.99) < 0.020, (list(lag.bucket_counts), lag.max)
