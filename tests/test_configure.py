@@ -17,7 +17,9 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 
 
-def run(code: str, env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def run(
+    code: str, env: dict[str, str] | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -96,9 +98,17 @@ BAD_SETTINGS = [
     ('otlp_protocol="http/json"', {}, "otlp_protocol: expected one of ['grpc', 'http/protobuf']"),
     ("", {"OTEL_EXPORTER_OTLP_PROTOCOL": "udp"}, "OTEL_EXPORTER_OTLP_PROTOCOL: expected one of"),
     ("", {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"}, "OTEL_EXPORTER_OTLP_ENDPOINT must be"),
-    ("", {"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER: poolscope.configure() supports"),
+    (
+        "",
+        {"OTEL_TRACES_EXPORTER": "zipkin"},
+        "OTEL_TRACES_EXPORTER: poolscope.configure() supports",
+    ),
     ("prometheus_port=-1", {}, "prometheus_port must be a port number"),
-    ("", {"OTEL_POOLSCOPE_PROMETHEUS_PORT": "http"}, "OTEL_POOLSCOPE_PROMETHEUS_PORT must be a port"),
+    (
+        "",
+        {"OTEL_POOLSCOPE_PROMETHEUS_PORT": "http"},
+        "OTEL_POOLSCOPE_PROMETHEUS_PORT must be a port",
+    ),
     ("", {"OTEL_METRIC_EXPORT_INTERVAL": "soon"}, "OTEL_METRIC_EXPORT_INTERVAL must be"),
     ("wait_span_threshold=-2", {}, "wait_span_threshold must be a number of seconds"),
     ('service_name=""', {}, "service_name must be a non-empty string"),

@@ -12,9 +12,9 @@ from importlib.metadata import entry_points
 
 import anyio._backends._asyncio as anyio_asyncio
 import uvloop
+from starlette.applications import Starlette
 
 import poolscope
-from starlette.applications import Starlette
 from conftest import make_telemetry
 
 PATCHED = [

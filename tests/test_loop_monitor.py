@@ -12,9 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _helpers import duration_ms
-from _servers import serve
-from conftest import Telemetry
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,6 +19,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from _helpers import duration_ms
+from _servers import serve
+from conftest import Telemetry
 from poolscope import PoolscopeMiddleware, semconv
 
 LOAD = Path(__file__).resolve().parent / "_load.py"
@@ -76,9 +76,13 @@ def test_a_blocked_loop_is_reported_with_the_blocking_line(telemetry: Telemetry,
     assert attributes[semconv.ATTR_CODE_FILE_PATH] == __file__
     assert attributes[semconv.ATTR_CODE_LINE_NUMBER] == BLOCKING_LINE
     assert str(attributes[semconv.ATTR_CODE_FUNCTION_NAME]).endswith("blocking_endpoint")
-    assert f'line {BLOCKING_LINE}, in blocking_endpoint' in str(attributes[semconv.ATTR_CODE_STACKTRACE])
+    assert f"line {BLOCKING_LINE}, in blocking_endpoint" in str(
+        attributes[semconv.ATTR_CODE_STACKTRACE]
+    )
     if loop == "asyncio":  # the stock loop exposes the blocked callback's context
-        [request] = [s for s in telemetry.spans() if s.kind is SpanKind.SERVER and s.name == "GET /blocking"]
+        [request] = [
+            s for s in telemetry.spans() if s.kind is SpanKind.SERVER and s.name == "GET /blocking"
+        ]
         assert blocked.parent is not None
         assert blocked.parent.span_id == request.context.span_id
     assert telemetry.spans(semconv.SPAN_WAIT) == []  # no pool involved: not starvation

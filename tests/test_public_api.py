@@ -48,7 +48,7 @@ def test_the_contract_document_names_every_metric_span_and_attribute() -> None:
 
 
 def test_the_contract_document_names_every_setting() -> None:
-    from poolscope import _config, _configure
+    from poolscope import _config
 
     text = DOCS.read_text()
     for variable in (

@@ -58,7 +58,17 @@ def test_opentelemetry_instrument_uvicorn_gives_the_roll_up_and_the_pools() -> N
         "PYTHONPATH": str(APPS),
     }
     server = subprocess.Popen(
-        [str(instrument), sys.executable, "-m", "uvicorn", "zero_code:app", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            str(instrument),
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "zero_code:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -82,12 +92,17 @@ def test_opentelemetry_instrument_uvicorn_gives_the_roll_up_and_the_pools() -> N
 
     spans = console_spans(stdout)
     servers = {s["name"]: s for s in spans if s["kind"] == "SpanKind.SERVER"}
-    assert set(servers) == {"GET /reports/{report_id}", "GET /fetch"}, (list(servers), stderr[-2000:])
+    assert set(servers) == {"GET /reports/{report_id}", "GET /fetch"}, (
+        list(servers),
+        stderr[-2000:],
+    )
     report = servers["GET /reports/{report_id}"]["attributes"]
     assert report[semconv.ATTR_HTTP_ROUTE] == "/reports/{report_id}"
     assert report[semconv.ATTR_EXECUTOR_TASK_COUNT] == 1
     assert semconv.ATTR_EXECUTOR_WAIT_TOTAL in report
     fetch = servers["GET /fetch"]["attributes"]
     assert fetch[semconv.ATTR_EXECUTOR_TASK_COUNT] == 1
-    pools = {s["attributes"][semconv.ATTR_EXECUTOR_NAME] for s in spans if s["name"] == semconv.SPAN_RUN}
+    pools = {
+        s["attributes"][semconv.ATTR_EXECUTOR_NAME] for s in spans if s["name"] == semconv.SPAN_RUN
+    }
     assert pools == {semconv.POOL_ANYIO_DEFAULT, semconv.POOL_ASYNCIO_DEFAULT}

@@ -61,10 +61,14 @@ class _RollupApp:
             budget = (telemetry.settings if telemetry else Settings()).max_spans_per_request
         rollup = RequestRollup(budget)
 
+        written = False
+
         async def send_and_write(message: Message) -> None:
             # OpenTelemetry ends the server span right after the last body
             # message; the roll-up must be on it by then.
+            nonlocal written
             if message["type"] == "http.response.body" and not message.get("more_body", False):
+                written = True
                 _write_safely(span, rollup, scope)
             await send(message)
 
@@ -73,7 +77,8 @@ class _RollupApp:
             await self.app(scope, receive, send_and_write)
         finally:
             current_rollup.reset(token)
-            _write_safely(span, rollup, scope)  # no body sent (error, disconnect): write now
+            if not written:  # no complete body sent (error, disconnect): write now
+                _write_safely(span, rollup, scope)
 
 
 def _write_safely(span: Span, rollup: RequestRollup, scope: Scope) -> None:

@@ -187,7 +187,7 @@ class Task:
             attributes = pool.attributes
             if exc is not None:
                 attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
-            record(self.telemetry.run, (now - self.started) / _NS_PER_S, attributes, self.parent)
+            record(self.telemetry.run, (now - self.started) / _NS_PER_S, attributes, None)
             span = self.run_span
             if span is not None:
                 self.run_span = None
@@ -250,7 +250,7 @@ class Task:
             return
         try:
             resume_ns = _monotonic_ns() - self.ended
-            record(self.telemetry.resume, resume_ns / _NS_PER_S, self.pool.attributes, self.parent)
+            record(self.telemetry.resume, resume_ns / _NS_PER_S, self.pool.attributes, None)
         except Exception:
             report_internal_error("recording a task's resume")
 
@@ -285,7 +285,7 @@ class Task:
             attributes = pool.attributes
             if exc is not None:
                 attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
-            record(self.telemetry.run, run_ns / _NS_PER_S, attributes, self.parent)
+            record(self.telemetry.run, run_ns / _NS_PER_S, attributes, None)
             if not self.traced:
                 return
             if waited >= self.telemetry.wait_threshold_ns and self._may_span():

@@ -1,0 +1,93 @@
+"""The app bench_asgi.py loads into uvicorn, set up per ``POOLSCOPE_BENCH_CONFIG``.
+
+bare: no telemetry. otel: OpenTelemetryMiddleware alone. poolscope: the full
+poolscope setup (executor instrumentation, loop monitor, PoolscopeMiddleware).
+Both instrumented configurations use the same SDK providers, exporting to
+exporters that discard, so the figures are the instrumentation's own cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+
+async def offload(request: Request) -> PlainTextResponse:
+    await asyncio.to_thread(time.sleep, 0.001)  # a short blocking call, offloaded
+    return PlainTextResponse("offloaded")
+
+
+def sync(request: Request) -> PlainTextResponse:
+    time.sleep(0.001)  # a sync endpoint: runs in anyio's worker threads
+    return PlainTextResponse("sync")
+
+
+async def plain(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("async")
+
+
+def _providers() -> tuple[Any, Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class DiscardSpans(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    class DiscardMetrics(MetricExporter):
+        def export(
+            self, metrics_data: Any, timeout_millis: float = 0, **kwargs: Any
+        ) -> MetricExportResult:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 0) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 0, **kwargs: Any) -> None:
+            return None
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(DiscardSpans()))
+    reader = PeriodicExportingMetricReader(DiscardMetrics(), export_interval_millis=15_000)
+    return tracer_provider, MeterProvider(metric_readers=[reader])
+
+
+def build() -> Any:
+    app = Starlette(
+        routes=[Route("/offload", offload), Route("/sync", sync), Route("/async", plain)]
+    )
+    config = os.environ.get("POOLSCOPE_BENCH_CONFIG", "bare")
+    if config == "bare":
+        return app
+    tracer_provider, meter_provider = _providers()
+    if config == "otel":
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        return OpenTelemetryMiddleware(
+            app, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+    if config == "poolscope":
+        import poolscope
+
+        poolscope.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        return poolscope.PoolscopeMiddleware(
+            app, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+    raise SystemExit(f"unknown POOLSCOPE_BENCH_CONFIG {config!r}")
+
+
+app = build()
