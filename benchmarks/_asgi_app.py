@@ -2,6 +2,8 @@
 
 bare: no telemetry. otel: OpenTelemetryMiddleware alone. poolscope: the full
 poolscope setup (executor instrumentation, loop monitor, PoolscopeMiddleware).
+poolscope-no-run-spans: the same with ``run_spans=False`` (wait spans, metrics
+and the roll-up stay).
 Both instrumented configurations use the same SDK providers, exporting to
 exporters that discard, so the figures are the instrumentation's own cost.
 """
@@ -80,10 +82,14 @@ def build() -> Any:
         return OpenTelemetryMiddleware(
             app, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
-    if config == "poolscope":
+    if config in ("poolscope", "poolscope-no-run-spans"):
         import poolscope
 
-        poolscope.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        poolscope.instrument(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            run_spans=config == "poolscope",
+        )
         return poolscope.PoolscopeMiddleware(
             app, tracer_provider=tracer_provider, meter_provider=meter_provider
         )

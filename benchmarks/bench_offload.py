@@ -177,7 +177,7 @@ def main() -> None:
     record_us = _sdk_record_cost() * 1e6
     print(
         f"\nFor scale: one OpenTelemetry SDK Histogram.record costs {record_us:.1f} µs here; "
-        "poolscope makes two per task (wait and run)."
+        "poolscope makes two per task (wait, run), three per awaited offload (and resume)."
     )
 
 

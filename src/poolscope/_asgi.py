@@ -91,11 +91,14 @@ def _write_safely(span: Span, rollup: RequestRollup, scope: Scope) -> None:
 def _write(span: Span, rollup: RequestRollup, scope: Scope) -> None:
     if not _is_server_span(span):
         return
-    span.set_attribute(semconv.ATTR_EXECUTOR_WAIT_TOTAL, rollup.wait_total_ns / 1e9)
-    span.set_attribute(semconv.ATTR_EXECUTOR_WAIT_MAX, rollup.wait_max_ns / 1e9)
-    span.set_attribute(semconv.ATTR_EXECUTOR_TASK_COUNT, rollup.task_count)
+    figures: dict[str, float | int] = {
+        semconv.ATTR_EXECUTOR_WAIT_TOTAL: rollup.wait_total_ns / 1e9,
+        semconv.ATTR_EXECUTOR_WAIT_MAX: rollup.wait_max_ns / 1e9,
+        semconv.ATTR_EXECUTOR_TASK_COUNT: rollup.task_count,
+    }
     if rollup.spans_dropped:
-        span.set_attribute(semconv.ATTR_EXECUTOR_SPANS_DROPPED, rollup.spans_dropped)
+        figures[semconv.ATTR_EXECUTOR_SPANS_DROPPED] = rollup.spans_dropped
+    span.set_attributes(figures)
     attributes = getattr(span, "attributes", None) or {}
     if semconv.ATTR_HTTP_ROUTE in attributes:
         return

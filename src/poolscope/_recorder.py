@@ -7,12 +7,13 @@ records are replayed into the SDK by a background thread every
 :data:`FLUSH_INTERVAL_S`, and by every metric collection before it reads the
 histograms, so a collection never misses a finished task.
 
-Wait records carry the context of the task's submitter, so the exemplars of
-``executor.task.wait.duration`` still point at the request that waited; run
-and resume records carry none (an exemplar costs several µs to sample and
-the wait is what a user clicks through from). The queue is bounded: if the flusher cannot
-keep up, records beyond :data:`MAX_QUEUED` are dropped and counted, and the
-drop is logged once.
+Records of waits long enough for a span carry the context of the task's
+submitter, so the exemplars of ``executor.task.wait.duration`` still point at
+the request that waited; other records carry none (an exemplar costs several
+µs to sample, and a long wait is what a user clicks through from).
+
+The queue is bounded: if the flusher cannot keep up, records beyond
+:data:`MAX_QUEUED` are dropped and counted, and the drop is logged once.
 """
 
 from __future__ import annotations

@@ -164,7 +164,10 @@ class Task:
         try:
             if waited:
                 wait_ns = now - self.submitted
-                record(self.telemetry.wait, wait_ns / _NS_PER_S, pool.attributes, self.parent)
+                # An exemplar links the wait histogram to this trace; worth its
+                # cost only for a wait long enough to get a span of its own.
+                exemplar = self.parent if wait_ns >= self.telemetry.wait_threshold_ns else None
+                record(self.telemetry.wait, wait_ns / _NS_PER_S, pool.attributes, exemplar)
                 if self.rollup is not None:
                     self.rollup.add_wait(wait_ns)
             if self.traced:
