@@ -109,3 +109,29 @@ def test_a_fully_async_endpoint_under_load_has_low_lag_and_no_waits(telemetry: T
     [lag] = telemetry.points(semconv.METRIC_EVENTLOOP_LAG)
     assert lag.count >= 15  # about a second of 50 ms heartbeats
     assert histogram_quantile(lag, 0.99) < 0.020, (list(lag.bucket_counts), lag.max)
+
+
+@pytest.mark.anyio
+async def test_a_busy_loop_shows_as_resume_time_not_as_queue_wait(telemetry: Telemetry) -> None:
+    """The worker is free and finishes at once, but the loop is blocked: long resume, no wait."""
+    import threading
+
+    loop_blocked = threading.Event()
+
+    def quick() -> None:
+        assert loop_blocked.wait(10)  # ends just after the loop starts hogging
+
+    async def block_the_loop() -> None:
+        await asyncio.sleep(0.02)  # quick() is submitted and running by now
+        loop_blocked.set()
+        time.sleep(0.2)  # hog the loop while quick()'s result waits to be picked up
+
+    with telemetry.tracer.start_as_current_span("request"):
+        await asyncio.gather(asyncio.to_thread(quick), block_the_loop())
+
+    pool = semconv.POOL_ASYNCIO_DEFAULT
+    [resume] = telemetry.points(semconv.METRIC_TASK_RESUME_DURATION, executor__name=pool)
+    [wait] = telemetry.points(semconv.METRIC_TASK_WAIT_DURATION, executor__name=pool)
+    assert resume.count == 1
+    assert resume.max >= 0.15, resume.max
+    assert wait.max < 0.05, wait.max

@@ -31,8 +31,8 @@ from ._safety import logger, report_internal_error
 __all__ = ["MAX_QUEUED", "drain", "dropped", "record"]
 
 FLUSH_INTERVAL_S: Final = 0.5
-MAX_QUEUED: Final = 200_000
-_WAKE_AT: Final = 20_000
+MAX_QUEUED = 200_000
+_WAKE_AT = 20_000
 
 _Record = tuple[Histogram, float, dict[str, Any], Context | None]
 
@@ -73,7 +73,7 @@ def record(
     """Queue one histogram record; never blocks, never raises."""
     queue = _recorder.queue
     size = len(queue)
-    if size >= _WAKE_AT:
+    if size >= _WAKE_AT:  # module globals, read per call so tests can shrink them
         if size >= MAX_QUEUED:
             _count_drop()
             return
