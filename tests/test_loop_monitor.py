@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+import poolscope
 from _helpers import duration_ms
 from _servers import serve
 from conftest import Telemetry
@@ -92,22 +93,30 @@ def test_a_blocked_loop_is_reported_with_the_blocking_line(telemetry: Telemetry,
 
 
 def test_a_fully_async_endpoint_under_load_has_low_lag_and_no_waits(telemetry: Telemetry) -> None:
+    # A 10 ms heartbeat gives a few hundred lag samples, enough for a p99
+    # that is not just the single worst sample.
+    poolscope.uninstrument()
+    poolscope.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        loop_interval=0.01,
+    )
     with serve(app(telemetry)) as url:
         with httpx.Client(base_url=url) as client:
             client.get("/async")
         result = subprocess.run(
-            [sys.executable, str(LOAD), url, "/async", "60", "5"],
+            [sys.executable, str(LOAD), url, "/async", "60", "10"],
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
         )
-    assert json.loads(result.stdout) == [200] * 300
+    assert json.loads(result.stdout) == [200] * 600
     long_waits = [s for s in telemetry.spans(semconv.SPAN_WAIT) if duration_ms(s) >= 1]
     assert long_waits == []
     assert telemetry.spans(semconv.SPAN_EVENTLOOP_BLOCKED) == []
     [lag] = telemetry.points(semconv.METRIC_EVENTLOOP_LAG)
-    assert lag.count >= 15  # about a second of 50 ms heartbeats
+    assert lag.count >= 150  # about two seconds of 10 ms heartbeats
     assert histogram_quantile(lag, 0.99) < 0.020, (list(lag.bucket_counts), lag.max)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import Telemetry
 
+from conftest import Telemetry
 from poolscope import _recorder, semconv
 
 
