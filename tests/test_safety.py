@@ -105,14 +105,14 @@ def test_async_paths_proceed(broken: None, caplog: pytest.LogCaptureFixture) -> 
 def test_a_broken_pool_registry_falls_back_to_the_original_call(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from poolscope import _thread_pool
+    from poolscope import _task
 
     def explode(executor: object) -> None:
         raise RuntimeError("registry on fire")
 
     _safety._reported.clear()
     poolscope.instrument()
-    monkeypatch.setattr(_thread_pool, "pool_for", explode)
+    monkeypatch.setattr(_task, "pool_for", explode)
     try:
         with ThreadPoolExecutor(1) as pool:
             assert [pool.submit(abs, -i).result() for i in range(10)] == list(range(10))

@@ -93,29 +93,18 @@ class _Holds:
         task.finish(token, exc)
 
 
-class InstrumentedSemaphore:
-    """An ``asyncio.Semaphore`` whose waits and holds are recorded as a pool.
-
-    Made by :func:`poolscope.instrument_semaphore`; use it where you used the
-    semaphore (``async with``, ``acquire()``/``release()``).
-    """
+class _InstrumentedCap:
+    """What both wrappers share: ``async with``, and release paired with its acquire."""
 
     __slots__ = ("_holds", "wrapped")
 
-    def __init__(self, semaphore: asyncio.Semaphore, pool: Pool) -> None:
-        self.wrapped = semaphore
+    def __init__(self, wrapped: Any, pool: Pool) -> None:
+        self.wrapped = wrapped
         self._holds = _Holds(pool)
-
-    async def acquire(self) -> bool:
-        await self._holds.acquire(self.wrapped.acquire, _current_holder(), attach=False)
-        return True
 
     def release(self) -> None:
         self.wrapped.release()
         self._holds.released(_current_holder())
-
-    def locked(self) -> bool:
-        return self.wrapped.locked()
 
     async def __aenter__(self) -> None:
         await self._holds.acquire(self.wrapped.acquire, _current_holder(), attach=True)
@@ -130,7 +119,25 @@ class InstrumentedSemaphore:
         self._holds.released(_current_holder(), exc)
 
 
-class InstrumentedCapacityLimiter:
+class InstrumentedSemaphore(_InstrumentedCap):
+    """An ``asyncio.Semaphore`` whose waits and holds are recorded as a pool.
+
+    Made by :func:`poolscope.instrument_semaphore`; use it where you used the
+    semaphore (``async with``, ``acquire()``/``release()``).
+    """
+
+    __slots__ = ()
+    wrapped: asyncio.Semaphore
+
+    async def acquire(self) -> bool:
+        await self._holds.acquire(self.wrapped.acquire, _current_holder(), attach=False)
+        return True
+
+    def locked(self) -> bool:
+        return self.wrapped.locked()
+
+
+class InstrumentedCapacityLimiter(_InstrumentedCap):
     """An anyio ``CapacityLimiter`` whose waits and holds are recorded as a pool.
 
     Made by :func:`poolscope.instrument_limiter`. It can be passed as
@@ -139,11 +146,7 @@ class InstrumentedCapacityLimiter:
     at run time and the reported limit follows.
     """
 
-    __slots__ = ("_holds", "wrapped")
-
-    def __init__(self, limiter: Any, pool: Pool) -> None:
-        self.wrapped = limiter
-        self._holds = _Holds(pool)
+    __slots__ = ()
 
     @property
     def total_tokens(self) -> float:
@@ -176,25 +179,9 @@ class InstrumentedCapacityLimiter:
             lambda: self.wrapped.acquire_on_behalf_of(borrower), borrower, attach=False
         )
 
-    def release(self) -> None:
-        self.wrapped.release()
-        self._holds.released(_current_holder())
-
     def release_on_behalf_of(self, borrower: object) -> None:
         self.wrapped.release_on_behalf_of(borrower)
         self._holds.released(borrower)
-
-    async def __aenter__(self) -> None:
-        await self._holds.acquire(self.wrapped.acquire, _current_holder(), attach=True)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.wrapped.release()
-        self._holds.released(_current_holder(), exc)
 
 
 def semaphore_pool(semaphore: asyncio.Semaphore, name: str, limit: int | None) -> Pool:

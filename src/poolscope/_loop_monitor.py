@@ -84,7 +84,8 @@ class LoopMonitor:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, telemetry: Telemetry) -> None:
         settings = telemetry.settings
-        self.loop = loop
+        # Weak: the watchdog's registry must not keep a finished loop alive.
+        self.loop_ref = weakref.ref(loop)
         self.telemetry = telemetry
         self.interval_s = settings.loop_interval
         self.threshold_ns = int(settings.loop_block_threshold * 1e9)
@@ -100,9 +101,9 @@ class LoopMonitor:
 
     # --- on the loop ------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.expected_ns = time.monotonic_ns() + int(self.interval_s * 1e9)
-        self._handle = self.loop.call_later(self.interval_s, self._tick)
+        self._handle = loop.call_later(self.interval_s, self._tick)
 
     def _tick(self) -> None:
         now = time.monotonic_ns()
@@ -114,19 +115,26 @@ class LoopMonitor:
             return
         record(self.telemetry.lag, lag_ns / 1e9, {}, None)
         self.expected_ns = now + int(self.interval_s * 1e9)
-        self._handle = self.loop.call_later(self.interval_s, self._tick)
+        loop = self.loop_ref()
+        if loop is not None:
+            self._handle = loop.call_later(self.interval_s, self._tick)
 
     def stop(self) -> None:
         self.stopped = True
-        handle = self._handle
-        if handle is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(handle.cancel)
+        handle, loop = self._handle, self.loop_ref()
+        if handle is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(handle.cancel)
 
     # --- on the watchdog thread -------------------------------------------------
 
     def sample(self, frames: dict[int, FrameType], now: int) -> None:
+        loop = self.loop_ref()
+        if loop is None or loop.is_closed():
+            self.stopped = True
+            return
         frame = frames.get(self.thread_id)
-        if frame is None:
+        if frame is None or not loop.is_running():
+            self.block = None  # the thread is not running this loop now
             return
         if frame.f_code in self.idle_codes:
             self.last_idle_ns = now
@@ -199,9 +207,9 @@ class _Watchdog:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
-    def add(self, monitor: LoopMonitor) -> None:
+    def add(self, loop: asyncio.AbstractEventLoop, monitor: LoopMonitor) -> None:
         with self.lock:
-            self.monitors[monitor.loop] = monitor
+            self.monitors[loop] = monitor
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(
                     target=self._run, name="poolscope-loop-watchdog", daemon=True
@@ -212,9 +220,13 @@ class _Watchdog:
         while True:
             time.sleep(_SAMPLE_INTERVAL_S)
             with self.lock:
-                monitors = [m for m in self.monitors.values() if not m.stopped]
-            if not monitors:
-                continue
+                for loop, monitor in list(self.monitors.items()):
+                    if monitor.stopped:
+                        del self.monitors[loop]
+                monitors = list(self.monitors.values())
+                if not monitors:  # nothing to watch: end; add() starts a new thread
+                    self.thread = None
+                    return
             try:
                 frames = sys._current_frames()
                 now = time.monotonic_ns()
@@ -234,8 +246,8 @@ def monitor_loop(telemetry: Telemetry) -> None:
     if loop in _watchdog.monitors:
         return
     monitor = LoopMonitor(loop, telemetry)
-    monitor.start()
-    _watchdog.add(monitor)
+    monitor.start(loop)
+    _watchdog.add(loop, monitor)
 
 
 def stop_all() -> None:

@@ -21,12 +21,12 @@ from typing import Any, Final
 
 from opentelemetry import context, propagate
 
-from . import _runtime, semconv
+from . import semconv
 from ._config import PATH_PROCESS_POOL
 from ._patch import Patch
-from ._pools import Pool, generated_name, pool_for, register
+from ._pools import Pool, generated_name, register
 from ._safety import report_internal_error
-from ._task import Task
+from ._task import Task, begin
 from ._thread_pool import run_in_executor_call
 
 __all__ = ["patches", "register_executor"]
@@ -135,16 +135,10 @@ def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[A
     def submit(
         self: ProcessPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Future[Any]:
-        telemetry = _runtime.state.telemetry
-        if telemetry is None:
-            return original(self, fn, *args, **kwargs)
         try:
-            pool = pool_for(self)
-            if pool is None:
-                if PATH_PROCESS_POOL not in _runtime.state.auto:
-                    return original(self, fn, *args, **kwargs)
-                pool = register_executor(self, None)
-            task = Task(pool, telemetry, fn)
+            task = begin(self, fn, PATH_PROCESS_POOL, register_executor)
+            if task is None:
+                return original(self, fn, *args, **kwargs)
             carrier: dict[str, str] = {}
             propagate.inject(carrier, task.parent)
             work = _TimedCall(fn, carrier)

@@ -21,14 +21,14 @@ from typing import Any, Final, ParamSpec, TypeVar
 from opentelemetry import context, trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from . import semconv
-from ._pools import Pool
+from . import _runtime, semconv
+from ._pools import Pool, pool_for
 from ._recorder import record
 from ._rollup import current_rollup
 from ._safety import report_internal_error
 from ._telemetry import Telemetry
 
-__all__ = ["Task", "error_type", "function_name"]
+__all__ = ["Task", "begin", "error_type", "function_name"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -78,6 +78,29 @@ def function_name(fn: object) -> str:
     qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     module = getattr(fn, "__module__", None) or type(fn).__module__
     return f"{module}.{qualname}" if module else str(qualname)
+
+
+def begin(
+    owner: object,
+    fn: object,
+    path: str,
+    register: Callable[[Any, str | None], Pool],
+) -> Task | None:
+    """The task for handing ``fn`` to ``owner``, or None when it is not recorded.
+
+    Recorded when poolscope is on and the pool is known (registered by the
+    user), or when every pool on ``path`` is recorded; then an unknown pool is
+    registered on first sight.
+    """
+    telemetry = _runtime.state.telemetry
+    if telemetry is None:
+        return None
+    pool = pool_for(owner)
+    if pool is None:
+        if path not in _runtime.state.auto:
+            return None
+        pool = register(owner, None)
+    return Task(pool, telemetry, fn)
 
 
 class Task:

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from . import _runtime, semconv
+from . import semconv
 from ._config import PATH_THREAD_POOL
 from ._patch import Patch
-from ._pools import Pool, generated_name, pool_for, register, thread_name_prefix_name
+from ._pools import Pool, generated_name, register, thread_name_prefix_name
 from ._safety import report_internal_error
-from ._task import Task
+from ._task import Task, begin
 
 __all__ = ["patches", "register_executor"]
 
@@ -72,16 +72,10 @@ def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[A
     def submit(
         self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Future[Any]:
-        telemetry = _runtime.state.telemetry
-        if telemetry is None:
-            return original(self, fn, *args, **kwargs)
         try:
-            pool = pool_for(self)
-            if pool is None:
-                if PATH_THREAD_POOL not in _runtime.state.auto:
-                    return original(self, fn, *args, **kwargs)
-                pool = register_executor(self, None)
-            task = Task(pool, telemetry, fn)
+            task = begin(self, fn, PATH_THREAD_POOL, register_executor)
+            if task is None:
+                return original(self, fn, *args, **kwargs)
             work = task.wrap(fn)
         except Exception:
             report_internal_error("ThreadPoolExecutor.submit")
