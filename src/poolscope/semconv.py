@@ -112,21 +112,7 @@ The SDK's default boundaries are meant for milliseconds and would put every
 wait under 5 s into the first bucket of a seconds histogram.
 """
 
-LAG_BUCKETS: Final[tuple[float, ...]] = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+LAG_BUCKETS: Final[tuple[float, ...]] = tuple(b for b in DURATION_BUCKETS if 0.001 <= b <= 10.0)
 """Bucket boundaries (s) for ``asyncio.eventloop.lag``: from 1 ms."""
 
 # --- Spans -------------------------------------------------------------------
