@@ -12,6 +12,7 @@ EXPECTED_API = {
     "ConfigurationError",
     "InstrumentedCapacityLimiter",
     "InstrumentedSemaphore",
+    "LLMCall",
     "PoolscopeInstrumentor",
     "PoolscopeMiddleware",
     "__version__",
@@ -20,6 +21,7 @@ EXPECTED_API = {
     "instrument_executor",
     "instrument_limiter",
     "instrument_semaphore",
+    "llm_call",
     "uninstrument",
 }
 

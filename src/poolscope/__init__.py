@@ -43,12 +43,14 @@ from ._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore
 from ._configure import configure
 from ._errors import ConfigurationError
 from ._instrumentor import PoolscopeInstrumentor
+from ._llm import LLMCall, llm_call
 from ._version import __version__
 
 __all__ = [
     "ConfigurationError",
     "InstrumentedCapacityLimiter",
     "InstrumentedSemaphore",
+    "LLMCall",
     "PoolscopeInstrumentor",
     "PoolscopeMiddleware",
     "__version__",
@@ -57,5 +59,6 @@ __all__ = [
     "instrument_executor",
     "instrument_limiter",
     "instrument_semaphore",
+    "llm_call",
     "uninstrument",
 ]

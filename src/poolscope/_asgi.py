@@ -91,13 +91,16 @@ def _write_safely(span: Span, rollup: RequestRollup, scope: Scope) -> None:
 def _write(span: Span, rollup: RequestRollup, scope: Scope) -> None:
     if not _is_server_span(span):
         return
-    figures: dict[str, float | int] = {
+    figures: dict[str, float | int | bool] = {
         semconv.ATTR_EXECUTOR_WAIT_TOTAL: rollup.wait_total_ns / 1e9,
         semconv.ATTR_EXECUTOR_WAIT_MAX: rollup.wait_max_ns / 1e9,
         semconv.ATTR_EXECUTOR_TASK_COUNT: rollup.task_count,
     }
     if rollup.spans_dropped:
         figures[semconv.ATTR_EXECUTOR_SPANS_DROPPED] = rollup.spans_dropped
+    if rollup.pinned_llm_ns:
+        figures[semconv.ATTR_EXECUTOR_PINNED_LLM] = True
+        figures[semconv.ATTR_EXECUTOR_PINNED_LLM_DURATION] = rollup.pinned_llm_ns / 1e9
     span.set_attributes(figures)
     attributes = getattr(span, "attributes", None) or {}
     if semconv.ATTR_HTTP_ROUTE in attributes:

@@ -20,6 +20,7 @@ __all__ = ["RequestRollup", "current_rollup"]
 class RequestRollup:
     __slots__ = (
         "_lock",
+        "pinned_llm_ns",
         "span_budget",
         "spans_dropped",
         "task_count",
@@ -34,6 +35,7 @@ class RequestRollup:
         self.task_count = 0
         self.span_budget = span_budget
         self.spans_dropped = 0
+        self.pinned_llm_ns = 0
 
     def add_wait(self, wait_ns: int) -> None:
         """Called from worker threads and the loop alike."""
@@ -41,6 +43,11 @@ class RequestRollup:
             self.task_count += 1
             self.wait_total_ns += wait_ns
             self.wait_max_ns = max(self.wait_max_ns, wait_ns)
+
+    def add_pinned(self, held_ns: int) -> None:
+        """An LLM call held a pool worker for ``held_ns`` while serving this request."""
+        with self._lock:
+            self.pinned_llm_ns += held_ns
 
     def take_span(self) -> bool:
         """True if the request may emit one more task span; counts the ones it may not."""

@@ -28,7 +28,7 @@ from ._rollup import current_rollup
 from ._safety import report_internal_error
 from ._telemetry import Telemetry
 
-__all__ = ["Task", "begin", "error_type", "function_name"]
+__all__ = ["Task", "begin", "current_task", "error_type", "function_name"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -78,6 +78,12 @@ def function_name(fn: object) -> str:
     qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     module = getattr(fn, "__module__", None) or type(fn).__module__
     return f"{module}.{qualname}" if module else str(qualname)
+
+
+current_task: Final[contextvars.ContextVar[Task | None]] = contextvars.ContextVar(
+    "poolscope_current_task", default=None
+)
+"""The pool task the current thread is running, for code that wants to know (LLM calls)."""
 
 
 def begin(
@@ -157,11 +163,14 @@ class Task:
     def _wrap_plain(self, fn: Callable[P, R]) -> Callable[P, R]:
         def run_task(*args: P.args, **kwargs: P.kwargs) -> R:
             token = self.start()
+            running = current_task.set(self)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
+                current_task.reset(running)
                 self.finish(token, exc)
                 raise
+            current_task.reset(running)
             self.finish(token, None)
             return result
 

@@ -124,6 +124,7 @@ class Telemetry:
 
     __slots__ = (
         "lag",
+        "meter_provider",
         "resume",
         "root_spans",
         "run",
@@ -145,7 +146,10 @@ class Telemetry:
         self.run_spans = settings.run_spans
         self.root_spans = settings.root_spans
         self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider)
-        histograms = _histograms_for(meter_provider)
+        self.meter_provider = (
+            meter_provider if meter_provider is not None else metrics.get_meter_provider()
+        )
+        histograms = _histograms_for(self.meter_provider)
         self.wait = histograms.wait
         self.run = histograms.run
         self.resume = histograms.resume

@@ -21,6 +21,8 @@ __all__ = [
     "ATTR_CODE_STACKTRACE",
     "ATTR_ERROR_TYPE",
     "ATTR_EXECUTOR_NAME",
+    "ATTR_EXECUTOR_PINNED_LLM",
+    "ATTR_EXECUTOR_PINNED_LLM_DURATION",
     "ATTR_EXECUTOR_SPANS_DROPPED",
     "ATTR_EXECUTOR_TASK_CANCELLED",
     "ATTR_EXECUTOR_TASK_COUNT",
@@ -31,15 +33,35 @@ __all__ = [
     "ATTR_EXECUTOR_WORKER_BUSY",
     "ATTR_EXECUTOR_WORKER_LIMIT",
     "ATTR_EXECUTOR_WORKER_STATE",
+    "ATTR_GEN_AI_OPERATION_NAME",
+    "ATTR_GEN_AI_PROVIDER_NAME",
+    "ATTR_GEN_AI_REQUEST_MODEL",
+    "ATTR_GEN_AI_REQUEST_STREAM",
+    "ATTR_GEN_AI_RESPONSE_FINISH_REASONS",
+    "ATTR_GEN_AI_RESPONSE_ID",
+    "ATTR_GEN_AI_RESPONSE_MODEL",
+    "ATTR_GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK",
+    "ATTR_GEN_AI_TOKEN_TYPE",
+    "ATTR_GEN_AI_USAGE_INPUT_TOKENS",
+    "ATTR_GEN_AI_USAGE_OUTPUT_TOKENS",
     "ATTR_HTTP_ROUTE",
+    "ATTR_SERVER_ADDRESS",
+    "ATTR_SERVER_PORT",
     "DURATION_BUCKETS",
     "EXECUTOR_TYPES",
     "EXECUTOR_TYPE_LIMITER",
     "EXECUTOR_TYPE_PROCESS_POOL",
     "EXECUTOR_TYPE_SEMAPHORE",
     "EXECUTOR_TYPE_THREAD_POOL",
+    "GEN_AI_DURATION_BUCKETS",
+    "GEN_AI_TOKEN_BUCKETS",
+    "GEN_AI_TOKEN_TYPE_INPUT",
+    "GEN_AI_TOKEN_TYPE_OUTPUT",
     "LAG_BUCKETS",
     "METRIC_EVENTLOOP_LAG",
+    "METRIC_GEN_AI_OPERATION_DURATION",
+    "METRIC_GEN_AI_TIME_TO_FIRST_CHUNK",
+    "METRIC_GEN_AI_TOKEN_USAGE",
     "METRIC_TASK_PENDING",
     "METRIC_TASK_RESUME_DURATION",
     "METRIC_TASK_RUN_DURATION",
@@ -53,6 +75,7 @@ __all__ = [
     "SPAN_WAIT",
     "UNIT_SECONDS",
     "UNIT_TASK",
+    "UNIT_TOKEN",
     "UNIT_WORKER",
     "WORKER_STATE_BUSY",
     "WORKER_STATE_IDLE",
@@ -115,6 +138,18 @@ wait under 5 s into the first bucket of a seconds histogram.
 LAG_BUCKETS: Final[tuple[float, ...]] = tuple(b for b in DURATION_BUCKETS if 0.001 <= b <= 10.0)
 """Bucket boundaries (s) for ``asyncio.eventloop.lag``: from 1 ms."""
 
+# GenAI client metrics, as the OpenTelemetry GenAI semantic conventions name them.
+METRIC_GEN_AI_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_GEN_AI_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_GEN_AI_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
+UNIT_TOKEN: Final = "{token}"
+
+GEN_AI_DURATION_BUCKETS: Final[tuple[float, ...]] = tuple(0.01 * 2**i for i in range(14))
+"""The conventions' advice for GenAI durations: 0.01 s doubling to 81.92 s."""
+
+GEN_AI_TOKEN_BUCKETS: Final[tuple[int, ...]] = tuple(4**i for i in range(14))
+"""The conventions' advice for token counts: 1, 4, 16, ... 67,108,864."""
+
 # --- Spans -------------------------------------------------------------------
 
 SPAN_WAIT: Final = "executor.wait"
@@ -149,6 +184,27 @@ ATTR_CODE_FILE_PATH: Final = "code.file.path"
 ATTR_CODE_LINE_NUMBER: Final = "code.line.number"
 ATTR_ERROR_TYPE: Final = "error.type"
 ATTR_HTTP_ROUTE: Final = "http.route"
+ATTR_SERVER_ADDRESS: Final = "server.address"
+ATTR_SERVER_PORT: Final = "server.port"
+
+ATTR_EXECUTOR_PINNED_LLM: Final = "executor.pinned.llm"
+"""Server span: a sync LLM call held a pool worker while serving this request."""
+ATTR_EXECUTOR_PINNED_LLM_DURATION: Final = "executor.pinned.llm.duration"
+"""Server span: seconds pool workers spent blocked in LLM calls for this request."""
+
+ATTR_GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+ATTR_GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+ATTR_GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+ATTR_GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+ATTR_GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+ATTR_GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+ATTR_GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+ATTR_GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+ATTR_GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+ATTR_GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+ATTR_GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+GEN_AI_TOKEN_TYPE_INPUT: Final = "input"
+GEN_AI_TOKEN_TYPE_OUTPUT: Final = "output"
 
 # --- Attribute values --------------------------------------------------------
 
