@@ -108,6 +108,14 @@ def test_bad_arguments_are_named() -> None:
 def test_a_sync_llm_call_in_to_thread_pins_a_worker_and_the_request_says_so(
     telemetry: Telemetry,
 ) -> None:
+    # The generic API around a client poolscope does not instrument by itself:
+    # leave the openai path out, so llm_call() makes the only LLM span.
+    poolscope.uninstrument()
+    poolscope.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        paths=["thread_pool", "anyio"],
+    )
     llm_app = fake_llm.create_app(fake_llm.Latency(first_token=0.1, per_token=0.005, tokens=4))
     with serve(llm_app) as llm_url:
         client = openai.OpenAI(api_key="not-needed", base_url=f"{llm_url}/v1", max_retries=0)

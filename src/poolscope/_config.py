@@ -40,7 +40,14 @@ PATH_THREAD_POOL: Final = "thread_pool"
 PATH_PROCESS_POOL: Final = "process_pool"
 PATH_ANYIO: Final = "anyio"
 PATH_STARLETTE: Final = "starlette"
-PATHS: Final[tuple[str, ...]] = (PATH_THREAD_POOL, PATH_PROCESS_POOL, PATH_ANYIO, PATH_STARLETTE)
+PATH_OPENAI: Final = "openai"
+PATHS: Final[tuple[str, ...]] = (
+    PATH_THREAD_POOL,
+    PATH_PROCESS_POOL,
+    PATH_ANYIO,
+    PATH_STARLETTE,
+    PATH_OPENAI,
+)
 """Offload paths poolscope can patch; all are on by default."""
 
 _DEFAULT_WAIT_SPAN_THRESHOLD: Final = 0.001

@@ -167,6 +167,12 @@ class LLMCall:
             report_internal_error("starting an LLM call span")
         return self
 
+    def detach(self) -> None:
+        """Stop the span being current here; it stays open until :meth:`end`."""
+        if self._token is not None:
+            context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+
     def end(self, exc: BaseException | None = None) -> None:
         ended = time.monotonic_ns()
         try:
@@ -174,9 +180,7 @@ class LLMCall:
         except Exception:
             report_internal_error("ending an LLM call span")
         finally:
-            if self._token is not None:
-                context.detach(self._token)  # type: ignore[arg-type]
-                self._token = None
+            self.detach()
 
     def _base_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {

@@ -18,7 +18,14 @@ from collections.abc import Callable
 
 from opentelemetry import metrics, trace
 
-from ._config import PATH_ANYIO, PATH_PROCESS_POOL, PATH_STARLETTE, PATH_THREAD_POOL, Settings
+from ._config import (
+    PATH_ANYIO,
+    PATH_OPENAI,
+    PATH_PROCESS_POOL,
+    PATH_STARLETTE,
+    PATH_THREAD_POOL,
+    Settings,
+)
 from ._loop_monitor import monitor_loop, stop_all
 from ._patch import Patch
 from ._safety import report_internal_error
@@ -50,9 +57,10 @@ _lock = threading.RLock()
 
 def _patch_factories() -> dict[str, Callable[[], list[Patch]]]:
     # Imported lazily: the path modules import this one for ``state``.
-    from . import _anyio, _process_pool, _starlette, _thread_pool
+    from . import _anyio, _openai, _process_pool, _starlette, _thread_pool
 
     return {
+        PATH_OPENAI: _openai.patches,
         PATH_THREAD_POOL: _thread_pool.patches,
         PATH_PROCESS_POOL: _process_pool.patches,
         PATH_ANYIO: _anyio.patches,

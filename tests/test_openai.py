@@ -1,0 +1,245 @@
+"""The real openai SDK against the fake server on a real socket: GenAI spans, streams, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+from opentelemetry.trace import SpanKind, StatusCode
+
+import poolscope
+from _helpers import duration_ms
+from _servers import serve
+from conftest import Telemetry
+from poolscope import semconv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+import fake_llm
+
+FIRST_TOKEN_S = 0.1
+PER_TOKEN_S = 0.01
+TOKENS = 8
+PROMPT = "tell me a secret about pools"  # must never appear in telemetry
+PROMPT_TOKENS = len(PROMPT.split())  # what the fake server counts
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    latency = fake_llm.Latency(first_token=FIRST_TOKEN_S, per_token=PER_TOKEN_S, tokens=TOKENS)
+    with serve(fake_llm.create_app(latency, seed=7)) as url:
+        yield f"{url}/v1"
+
+
+@pytest.fixture
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key="not-needed", base_url=base_url, max_retries=0) as sdk:
+        yield sdk
+
+
+def messages() -> list[dict[str, str]]:
+    return [{"role": "user", "content": PROMPT}]
+
+
+def assert_no_prompt(telemetry: Telemetry) -> None:
+    for span in telemetry.spans():
+        values = [str(v) for v in (span.attributes or {}).values()]
+        values += [str(v) for event in span.events for v in (event.attributes or {}).values()]
+        assert not any("secret" in value for value in values), span.name
+
+
+def test_chat_completion(telemetry: Telemetry, client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model="fake-gpt", messages=messages())
+    [span] = telemetry.spans("chat fake-gpt")
+    attributes = dict(span.attributes or {})
+    assert span.kind is SpanKind.CLIENT
+    assert attributes[semconv.ATTR_GEN_AI_PROVIDER_NAME] == "openai"
+    assert attributes[semconv.ATTR_GEN_AI_OPERATION_NAME] == "chat"
+    assert attributes[semconv.ATTR_GEN_AI_RESPONSE_MODEL] == "fake-gpt"
+    assert attributes[semconv.ATTR_GEN_AI_RESPONSE_ID] == completion.id
+    assert attributes[semconv.ATTR_GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == PROMPT_TOKENS
+    assert attributes[semconv.ATTR_GEN_AI_USAGE_INPUT_TOKENS] == PROMPT_TOKENS
+    assert attributes[semconv.ATTR_GEN_AI_USAGE_OUTPUT_TOKENS] == completion.usage.completion_tokens
+    assert attributes[semconv.ATTR_SERVER_ADDRESS] == "127.0.0.1"
+    assert attributes[semconv.ATTR_GEN_AI_REQUEST_STREAM] is False
+    [duration] = telemetry.points(semconv.METRIC_GEN_AI_OPERATION_DURATION)
+    assert duration.count == 1
+    assert_no_prompt(telemetry)
+
+
+def test_a_stream_span_covers_the_stream_and_times_the_first_chunk(
+    telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    stream = client.chat.completions.create(
+        model="fake-gpt", messages=messages(), stream=True, stream_options={"include_usage": True}
+    )
+    assert telemetry.spans("chat fake-gpt") == []  # still open while the stream is read
+    chunks = list(stream)
+    assert len(chunks) == TOKENS + 2  # words, the finish chunk, the usage chunk
+    [span] = telemetry.spans("chat fake-gpt")
+    attributes = dict(span.attributes or {})
+    assert duration_ms(span) >= (FIRST_TOKEN_S + (TOKENS - 1) * PER_TOKEN_S) * 1000
+    first = attributes[semconv.ATTR_GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
+    assert abs(first - FIRST_TOKEN_S) <= 0.02, first
+    assert attributes[semconv.ATTR_GEN_AI_USAGE_OUTPUT_TOKENS] == TOKENS
+    assert attributes[semconv.ATTR_GEN_AI_USAGE_INPUT_TOKENS] == PROMPT_TOKENS
+    assert attributes[semconv.ATTR_GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
+    [ttfc] = telemetry.points(semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK)
+    assert ttfc.count == 1 and abs(ttfc.sum - FIRST_TOKEN_S) <= 0.02
+    assert_no_prompt(telemetry)
+
+
+@pytest.mark.anyio
+async def test_async_client_stream_and_plain(telemetry: Telemetry, base_url: str) -> None:
+    async with openai.AsyncOpenAI(api_key="x", base_url=base_url, max_retries=0) as sdk:
+        await sdk.chat.completions.create(model="fake-gpt", messages=messages())
+        stream = await sdk.chat.completions.create(
+            model="fake-gpt", messages=messages(), stream=True
+        )
+        words = [c async for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(words) == TOKENS
+    spans = telemetry.spans("chat fake-gpt")
+    assert len(spans) == 2
+    streamed = [s for s in spans if (s.attributes or {}).get(semconv.ATTR_GEN_AI_REQUEST_STREAM)]
+    [stream_span] = streamed
+    first = (stream_span.attributes or {})[semconv.ATTR_GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
+    assert abs(first - FIRST_TOKEN_S) <= 0.02
+
+
+def test_a_stream_closed_after_three_chunks_ends_its_span(
+    telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with client.chat.completions.create(
+        model="fake-gpt", messages=messages(), stream=True
+    ) as stream:
+        for index, _chunk in enumerate(stream):
+            if index == 2:
+                break
+    [span] = telemetry.spans("chat fake-gpt")
+    assert span.status.status_code is not StatusCode.ERROR
+    assert semconv.ATTR_ERROR_TYPE not in (span.attributes or {})
+    assert duration_ms(span) < (FIRST_TOKEN_S + (TOKENS - 1) * PER_TOKEN_S) * 1000
+
+
+def test_an_abandoned_stream_ends_its_span_when_collected(
+    telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    stream = client.chat.completions.create(model="fake-gpt", messages=messages(), stream=True)
+    next(iter(stream))
+    del stream
+    gc.collect()
+    assert len(telemetry.spans("chat fake-gpt")) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [("429", "openai.RateLimitError"), ("500", "openai.InternalServerError")]
+)
+def test_server_errors(
+    telemetry: Telemetry, client: openai.OpenAI, status: str, error: str
+) -> None:
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(
+            model="fake-gpt", messages=messages(), extra_headers={"x-fake-status": status}
+        )
+    [span] = telemetry.spans("chat fake-gpt")
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})[semconv.ATTR_ERROR_TYPE] == error
+    [duration] = telemetry.points(semconv.METRIC_GEN_AI_OPERATION_DURATION)
+    assert duration.attributes[semconv.ATTR_ERROR_TYPE] == error
+
+
+def test_a_timeout_and_the_sdks_retries_are_one_span(telemetry: Telemetry, base_url: str) -> None:
+    with openai.OpenAI(api_key="x", base_url=base_url, max_retries=1, timeout=0.05) as sdk:
+        with pytest.raises(openai.APITimeoutError):
+            sdk.chat.completions.create(model="fake-gpt", messages=messages())
+    [span] = telemetry.spans("chat fake-gpt")
+    assert (span.attributes or {})[semconv.ATTR_ERROR_TYPE] == "openai.APITimeoutError"
+    assert duration_ms(span) >= 100  # two attempts of 50 ms, one span
+
+
+def test_completions_embeddings_and_responses(telemetry: Telemetry, client: openai.OpenAI) -> None:
+    client.completions.create(model="fake-instruct", prompt=PROMPT, max_tokens=3)
+    client.embeddings.create(model="fake-embed", input=[PROMPT])
+    client.responses.create(model="fake-gpt", input=PROMPT)
+    list(client.responses.create(model="fake-gpt", input=PROMPT, stream=True))
+    names = sorted(span.name for span in telemetry.spans())
+    assert names == [
+        "chat fake-gpt",
+        "chat fake-gpt",
+        "embeddings fake-embed",
+        "text_completion fake-instruct",
+    ]
+    [embedding] = telemetry.spans("embeddings fake-embed")
+    assert (embedding.attributes or {})[semconv.ATTR_GEN_AI_USAGE_INPUT_TOKENS] == PROMPT_TOKENS
+    for span in telemetry.spans("chat fake-gpt"):
+        attributes = span.attributes or {}
+        assert attributes[semconv.ATTR_GEN_AI_USAGE_OUTPUT_TOKENS] == TOKENS
+        assert attributes[semconv.ATTR_GEN_AI_RESPONSE_FINISH_REASONS] == ("completed",)
+    assert_no_prompt(telemetry)
+
+
+def test_a_fastapi_endpoint_with_the_sync_client_in_to_thread_pins_workers(
+    telemetry: Telemetry, base_url: str
+) -> None:
+    sdk = openai.OpenAI(api_key="x", base_url=base_url, max_retries=0)
+    app = FastAPI()
+
+    @app.get("/limit")
+    async def limit() -> dict[str, int]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+        return {"workers": 2}
+
+    @app.get("/ask")
+    async def ask() -> dict[str, str]:
+        completion = await asyncio.to_thread(
+            sdk.chat.completions.create, model="fake-gpt", messages=messages()
+        )
+        return {"answer": completion.choices[0].message.content or ""}
+
+    app.add_middleware(poolscope.PoolscopeMiddleware, tracer_provider=telemetry.tracer_provider)
+
+    async def load(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            assert (await http.get("/limit")).status_code == 200
+            responses = await asyncio.gather(*(http.get("/ask") for _ in range(6)))
+        return [r.status_code for r in responses]
+
+    with serve(app) as url:
+        assert asyncio.run(load(url)) == [200] * 6
+    sdk.close()
+
+    requests = [s for s in telemetry.spans() if s.kind is SpanKind.SERVER and s.name == "GET /ask"]
+    assert len(requests) == 6
+    runs = {s.context.span_id: s for s in telemetry.spans(semconv.SPAN_RUN)}
+    waits = telemetry.spans(semconv.SPAN_WAIT, pool=semconv.POOL_ASYNCIO_DEFAULT)
+    assert len(waits) >= 4  # six calls through two workers: most queued
+    for request in requests:
+        attributes = request.attributes or {}
+        assert attributes[semconv.ATTR_EXECUTOR_PINNED_LLM] is True
+        assert attributes[semconv.ATTR_EXECUTOR_PINNED_LLM_DURATION] >= FIRST_TOKEN_S
+    for llm in telemetry.spans("chat fake-gpt"):
+        assert llm.parent is not None
+        run = runs[llm.parent.span_id]  # request -> executor.run -> chat fake-gpt
+        assert run.parent is not None
+        assert run.parent.span_id in {r.context.span_id for r in requests}
+        assert (llm.attributes or {})[semconv.ATTR_EXECUTOR_NAME] == semconv.POOL_ASYNCIO_DEFAULT
+    assert_no_prompt(telemetry)
+
+
+def test_the_sdk_is_left_untouched_after_uninstrument() -> None:
+    from openai.resources.chat.completions import Completions
+
+    original = Completions.__dict__["create"]
+    poolscope.instrument()
+    assert Completions.__dict__["create"] is not original
+    poolscope.uninstrument()
+    assert Completions.__dict__["create"] is original
