@@ -243,3 +243,84 @@ def test_the_sdk_is_left_untouched_after_uninstrument() -> None:
     assert Completions.__dict__["create"] is not original
     poolscope.uninstrument()
     assert Completions.__dict__["create"] is original
+
+
+def test_content_is_captured_only_when_switched_on_and_capped(
+    telemetry: Telemetry, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    poolscope.uninstrument()
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+    poolscope.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        content_max_length=200,
+    )
+    completion = client.chat.completions.create(model="fake-gpt", messages=messages())
+    list(client.chat.completions.create(model="fake-gpt", messages=messages(), stream=True))
+    plain, streamed = telemetry.spans("chat fake-gpt")
+    for span in (plain, streamed):
+        attributes = span.attributes or {}
+        inputs = json.loads(str(attributes[semconv.ATTR_GEN_AI_INPUT_MESSAGES]))
+        assert inputs == [{"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]
+        outputs = json.loads(str(attributes[semconv.ATTR_GEN_AI_OUTPUT_MESSAGES]))
+        assert outputs[0]["parts"][0]["content"] == completion.choices[0].message.content
+        assert outputs[0]["finish_reason"] == "stop"
+
+    poolscope.uninstrument()
+    poolscope.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        content_max_length=40,
+    )
+    client.chat.completions.create(model="fake-gpt", messages=messages())
+    capped = telemetry.spans("chat fake-gpt")[-1]
+    text = str((capped.attributes or {})[semconv.ATTR_GEN_AI_INPUT_MESSAGES])
+    assert len(text) == 40 + len("…[truncated]") and text.endswith("…[truncated]")
+
+
+def test_a_bad_capture_switch_is_named() -> None:
+    from poolscope._config import Settings
+
+    with pytest.raises(poolscope.ConfigurationError, match="OTEL_INSTRUMENTATION_GENAI_CAPTURE"):
+        Settings.resolve(
+            environ={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "yes please"}
+        )
+
+
+@pytest.mark.parametrize(
+    "poolscope_first", [True, False], ids=["poolscope-first", "openai-v2-first"]
+)
+def test_with_opentelemetry_instrumentation_openai_v2_there_is_one_span_enriched(
+    telemetry: Telemetry, client: openai.OpenAI, poolscope_first: bool
+) -> None:
+    from openai.resources.chat.completions import Completions
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+    providers = {
+        "tracer_provider": telemetry.tracer_provider,
+        "meter_provider": telemetry.meter_provider,
+    }
+    poolscope.uninstrument()
+    original = Completions.__dict__["create"]
+    if poolscope_first:
+        poolscope.instrument(**providers)
+        OpenAIInstrumentor().instrument(**providers)
+    else:
+        OpenAIInstrumentor().instrument(**providers)
+        poolscope.instrument(**providers)
+    try:
+        pool = poolscope.instrument_executor(ThreadPoolExecutor(1), name="llm-workers")
+        with pool, telemetry.tracer.start_as_current_span("request"):
+            pool.submit(
+                client.chat.completions.create, model="fake-gpt", messages=messages()
+            ).result()
+    finally:
+        OpenAIInstrumentor().uninstrument()
+        poolscope.uninstrument()
+    assert Completions.__dict__["create"] is original
+    [span] = telemetry.spans("chat fake-gpt")
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name != "poolscope"  # theirs, not a second one of ours
+    assert (span.attributes or {})[semconv.ATTR_EXECUTOR_NAME] == "llm-workers"

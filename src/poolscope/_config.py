@@ -15,6 +15,8 @@ from typing import Final
 from ._errors import ConfigurationError
 
 __all__ = [
+    "ENV_CAPTURE_CONTENT",
+    "ENV_CONTENT_MAX_LENGTH",
     "ENV_LOOP_BLOCK_THRESHOLD_MS",
     "ENV_LOOP_INTERVAL_MS",
     "ENV_LOOP_MONITOR",
@@ -35,6 +37,11 @@ ENV_MAX_SPANS_PER_REQUEST: Final = "OTEL_POOLSCOPE_MAX_SPANS_PER_REQUEST"
 ENV_LOOP_MONITOR: Final = "OTEL_POOLSCOPE_LOOP_MONITOR"
 ENV_LOOP_INTERVAL_MS: Final = "OTEL_POOLSCOPE_LOOP_INTERVAL_MS"
 ENV_LOOP_BLOCK_THRESHOLD_MS: Final = "OTEL_POOLSCOPE_LOOP_BLOCK_THRESHOLD_MS"
+ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+"""The GenAI conventions' own switch for prompt/completion capture (off by default)."""
+ENV_CONTENT_MAX_LENGTH: Final = "OTEL_POOLSCOPE_GENAI_CONTENT_MAX_LENGTH"
+_CAPTURE_ON: Final = frozenset({"true", "span_only", "span_and_event"})
+_CAPTURE_OFF: Final = frozenset({"false", "no_content", "event_only"})
 
 PATH_THREAD_POOL: Final = "thread_pool"
 PATH_PROCESS_POOL: Final = "process_pool"
@@ -81,6 +88,8 @@ class Settings:
     ``loop_monitor``: measure event-loop lag and report blocked loops.
     ``loop_interval``: seconds between two lag measurements.
     ``loop_block_threshold``: seconds of lag that count as a blocked loop.
+    ``capture_content``: record LLM prompts and completions on spans (personal
+    data: off unless asked for). ``content_max_length``: characters kept of each.
     """
 
     wait_span_threshold: float = _DEFAULT_WAIT_SPAN_THRESHOLD
@@ -91,6 +100,8 @@ class Settings:
     loop_monitor: bool = True
     loop_interval: float = _DEFAULT_LOOP_INTERVAL
     loop_block_threshold: float = _DEFAULT_LOOP_BLOCK_THRESHOLD
+    capture_content: bool = False
+    content_max_length: int = 4096
 
     @classmethod
     def resolve(
@@ -104,6 +115,8 @@ class Settings:
         loop_monitor: object = NOT_GIVEN,
         loop_interval: object = NOT_GIVEN,
         loop_block_threshold: object = NOT_GIVEN,
+        capture_content: object = NOT_GIVEN,
+        content_max_length: object = NOT_GIVEN,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if environ is None else environ
@@ -141,6 +154,10 @@ class Settings:
                 env,
                 _DEFAULT_LOOP_BLOCK_THRESHOLD,
                 minimum=0.001,
+            ),
+            capture_content=_resolve_capture(capture_content, env),
+            content_max_length=_resolve_count(
+                "content_max_length", content_max_length, ENV_CONTENT_MAX_LENGTH, env, 4096
             ),
         )
 
@@ -191,6 +208,20 @@ def _resolve_count(
             f"{name} must be a whole number from 0 to {_MAX_SPANS_CAP}, got {value!r}"
         )
     return value
+
+
+def _resolve_capture(value: object, env: Mapping[str, str]) -> bool:
+    if value is not NOT_GIVEN:
+        return _resolve_bool("capture_content", value, ENV_CAPTURE_CONTENT, env, False)
+    raw = env.get(ENV_CAPTURE_CONTENT, "").strip().lower()
+    if not raw or raw in _CAPTURE_OFF:
+        return False
+    if raw in _CAPTURE_ON:
+        return True
+    raise ConfigurationError(
+        f"{ENV_CAPTURE_CONTENT}: expected one of "
+        f"{sorted(_CAPTURE_ON | _CAPTURE_OFF)} (any case), got {env[ENV_CAPTURE_CONTENT]!r}"
+    )
 
 
 def _resolve_bool(

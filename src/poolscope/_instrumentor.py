@@ -27,6 +27,8 @@ _SETTING_NAMES = (
     "loop_monitor",
     "loop_interval",
     "loop_block_threshold",
+    "capture_content",
+    "content_max_length",
 )
 _PROVIDER_NAMES = ("tracer_provider", "meter_provider")
 

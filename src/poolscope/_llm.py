@@ -15,13 +15,15 @@ pool's ``executor.name`` and the request that submitted the task gets
         reply = client.messages.create(...)
         call.set_usage(input_tokens=reply.usage.input_tokens, output_tokens=...)
 
-Prompts and completions are never recorded by this API.
+Prompts and completions are recorded only when the caller passes them to
+:meth:`LLMCall.set_messages` *and* content capture is switched on.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 import threading
 import time
 import weakref
@@ -79,6 +81,11 @@ def _instruments_for(meter_provider: metrics.MeterProvider) -> _Instruments:
         return found
 
 
+def _capped(text: str, limit: int) -> str:
+    """At most ``limit`` characters, marked when cut (the JSON is then partial)."""
+    return text if len(text) <= limit else text[:limit] + "…[truncated]"
+
+
 def _check(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(f"llm_call(): {name} must be a non-empty string, got {value!r}")
@@ -115,6 +122,10 @@ class LLMCall:
         self._first_chunk_ns: int | None = None
         self._pool_task: Any = None
         self._instruments: _Instruments | None = None
+        self.capture_content = False
+        self.content_limit = 0
+        self._input_messages: list[dict[str, Any]] | None = None
+        self._output_messages: list[dict[str, Any]] | None = None
 
     # --- what the caller reports ------------------------------------------------
 
@@ -140,6 +151,25 @@ class LLMCall:
         if finish_reasons is not None:
             self.finish_reasons = list(finish_reasons)
 
+    def set_messages(
+        self,
+        *,
+        input: Sequence[dict[str, Any]] | None = None,
+        output: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """Prompt and completion messages, in the conventions' JSON shape.
+
+        Kept only when content capture is switched on
+        (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``); otherwise
+        dropped here, so they never reach a span.
+        """
+        if not self.capture_content:
+            return
+        if input is not None:
+            self._input_messages = list(input)
+        if output is not None:
+            self._output_messages = list(output)
+
     def first_chunk(self) -> None:
         """Mark the arrival of the first chunk of a stream (later calls are ignored)."""
         if self._first_chunk_ns is None:
@@ -154,6 +184,8 @@ class LLMCall:
             telemetry = _runtime.state.telemetry
             assert telemetry is not None
             self._instruments = _instruments_for(telemetry.meter_provider)
+            self.capture_content = telemetry.settings.capture_content
+            self.content_limit = telemetry.settings.content_max_length
             self._pool_task = current_task.get()
             attributes = self._base_attributes()
             attributes[semconv.ATTR_GEN_AI_REQUEST_STREAM] = self.stream
@@ -243,6 +275,13 @@ class LLMCall:
             attributes[semconv.ATTR_GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = (
                 self._first_chunk_ns - self._started
             ) / 1e9
+        if self.capture_content:
+            for name, messages in (
+                (semconv.ATTR_GEN_AI_INPUT_MESSAGES, self._input_messages),
+                (semconv.ATTR_GEN_AI_OUTPUT_MESSAGES, self._output_messages),
+            ):
+                if messages is not None:
+                    attributes[name] = _capped(json.dumps(messages), self.content_limit)
         return attributes
 
     # --- protocols --------------------------------------------------------------

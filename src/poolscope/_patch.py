@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from ._safety import logger
 
-__all__ = ["Patch"]
+__all__ = ["BeneathPatch", "Patch"]
 
 _MISSING: Final = object()
 
@@ -43,4 +43,33 @@ class Patch:
         if self.original is _MISSING:
             delattr(self.owner, self.attribute)
         else:
+            setattr(self.owner, self.attribute, self.original)
+
+
+class BeneathPatch(Patch):
+    """Goes *under* a wrapt wrapper another instrumentation installed first.
+
+    Used where poolscope must run inside that wrapper (to find the span it
+    makes): the wrapper's ``__wrapped__`` is swapped. On revert it is swapped
+    back, and if the other instrumentation was removed first (leaving our
+    wrapper on ``owner.attribute`` where it put its ``__wrapped__`` back), the
+    original goes back there instead.
+    """
+
+    __slots__ = ("outer",)
+
+    def __init__(self, owner: Any, attribute: str, outer: Any, replacement: Any) -> None:
+        self.owner = owner
+        self.attribute = attribute
+        self.outer = outer
+        self.original = outer.__wrapped__
+        self.replacement = replacement
+
+    def apply(self) -> None:
+        self.outer.__wrapped__ = self.replacement
+
+    def revert(self) -> None:
+        if self.outer.__wrapped__ is self.replacement:
+            self.outer.__wrapped__ = self.original
+        if self.owner.__dict__.get(self.attribute) is self.replacement:
             setattr(self.owner, self.attribute, self.original)

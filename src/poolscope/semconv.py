@@ -33,7 +33,9 @@ __all__ = [
     "ATTR_EXECUTOR_WORKER_BUSY",
     "ATTR_EXECUTOR_WORKER_LIMIT",
     "ATTR_EXECUTOR_WORKER_STATE",
+    "ATTR_GEN_AI_INPUT_MESSAGES",
     "ATTR_GEN_AI_OPERATION_NAME",
+    "ATTR_GEN_AI_OUTPUT_MESSAGES",
     "ATTR_GEN_AI_PROVIDER_NAME",
     "ATTR_GEN_AI_REQUEST_MODEL",
     "ATTR_GEN_AI_REQUEST_STREAM",
@@ -203,6 +205,10 @@ ATTR_GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first
 ATTR_GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 ATTR_GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 ATTR_GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+ATTR_GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+"""Prompt messages, JSON; only with content capture switched on."""
+ATTR_GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+"""Completion messages, JSON; only with content capture switched on."""
 GEN_AI_TOKEN_TYPE_INPUT: Final = "input"
 GEN_AI_TOKEN_TYPE_OUTPUT: Final = "output"
 
