@@ -324,3 +324,37 @@ def test_with_opentelemetry_instrumentation_openai_v2_there_is_one_span_enriched
     assert span.instrumentation_scope is not None
     assert span.instrumentation_scope.name != "poolscope"  # theirs, not a second one of ours
     assert (span.attributes or {})[semconv.ATTR_EXECUTOR_NAME] == "llm-workers"
+
+
+def test_a_consumer_that_raises_mid_stream_still_ends_the_span(
+    telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    def consume() -> None:
+        with client.chat.completions.create(
+            model="fake-gpt", messages=messages(), stream=True
+        ) as stream:
+            for _chunk in stream:
+                raise KeyError("the consumer's own bug")
+
+    with pytest.raises(KeyError):
+        consume()
+    [span] = telemetry.spans("chat fake-gpt")
+    # the LLM call itself did not fail: no error on its span
+    assert span.status.status_code is not StatusCode.ERROR
+
+
+@pytest.mark.anyio
+async def test_an_async_stream_closed_early_ends_its_span(
+    telemetry: Telemetry, base_url: str
+) -> None:
+    async with openai.AsyncOpenAI(api_key="x", base_url=base_url, max_retries=0) as sdk:
+        stream = await sdk.chat.completions.create(
+            model="fake-gpt", messages=messages(), stream=True
+        )
+        async for _chunk in stream:
+            break
+        await stream.close()
+    [span] = telemetry.spans("chat fake-gpt")
+    assert duration_ms(span) < (FIRST_TOKEN_S + (TOKENS - 1) * PER_TOKEN_S) * 1000
+    [ttfc] = telemetry.points(semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK)
+    assert ttfc.count == 1
