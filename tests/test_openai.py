@@ -358,3 +358,17 @@ async def test_an_async_stream_closed_early_ends_its_span(
     assert duration_ms(span) < (FIRST_TOKEN_S + (TOKENS - 1) * PER_TOKEN_S) * 1000
     [ttfc] = telemetry.points(semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK)
     assert ttfc.count == 1
+
+
+def test_an_agent_span_around_the_call_does_not_suppress_the_chat_span(
+    telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with telemetry.tracer.start_as_current_span(
+        "invoke_agent planner",
+        kind=SpanKind.CLIENT,
+        attributes={semconv.ATTR_GEN_AI_OPERATION_NAME: "invoke_agent"},
+    ):
+        client.chat.completions.create(model="fake-gpt", messages=messages())
+    [chat] = telemetry.spans("chat fake-gpt")
+    [agent] = telemetry.spans("invoke_agent planner")
+    assert chat.parent is not None and chat.parent.span_id == agent.context.span_id

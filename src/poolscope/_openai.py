@@ -53,13 +53,18 @@ _TARGETS = (
 )
 
 
-def _made_by_other_instrumentation(span: Span) -> bool:
-    """A GenAI client span already current here: another instrumentation's, for this call."""
+def _made_by_other_instrumentation(span: Span, model: object) -> bool:
+    """The GenAI client span of this very call, already made by another instrumentation.
+
+    Same kind and same requested model: an agent's or a workflow's span around
+    the call (another model, or none) does not count.
+    """
     attributes = getattr(span, "attributes", None) or {}
     return (
         span.is_recording()
         and getattr(span, "kind", None) is SpanKind.CLIENT
         and semconv.ATTR_GEN_AI_OPERATION_NAME in attributes
+        and attributes.get(semconv.ATTR_GEN_AI_REQUEST_MODEL) == model
     )
 
 
@@ -346,12 +351,12 @@ def _settle(call: LLMCall, result: Any, stream_type: type) -> Any:
     return result
 
 
-def _enrichment() -> Callable[[], None] | None:
+def _enrichment(kwargs: dict[str, Any]) -> Callable[[], None] | None:
     if PATH_OPENAI not in _runtime.state.auto:
         return None
     try:
         span = trace.get_current_span()
-        return _enrich(span) if _made_by_other_instrumentation(span) else None
+        return _enrich(span) if _made_by_other_instrumentation(span, kwargs.get("model")) else None
     except Exception:
         report_internal_error("enriching an openai span")
         return None
@@ -360,7 +365,7 @@ def _enrichment() -> Callable[[], None] | None:
 def _wrap_sync(original: Callable[..., Any], operation: str) -> Callable[..., Any]:
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        done = _enrichment()
+        done = _enrichment(kwargs)
         if done is not None:
             try:
                 return original(self, *args, **kwargs)
@@ -382,7 +387,7 @@ def _wrap_sync(original: Callable[..., Any], operation: str) -> Callable[..., An
 def _wrap_async(original: Callable[..., Any], operation: str) -> Callable[..., Any]:
     @functools.wraps(original)
     async def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        done = _enrichment()
+        done = _enrichment(kwargs)
         if done is not None:
             try:
                 return await original(self, *args, **kwargs)
