@@ -111,6 +111,14 @@ class LLMCall:
         self.stream = stream
         self.server_address = server_address
         self.server_port = server_port
+        self._settings: dict[str, Any] = {
+            "provider": provider,
+            "model": model,
+            "operation": operation,
+            "stream": stream,
+            "server_address": server_address,
+            "server_port": server_port,
+        }
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.response_model: str | None = None
@@ -310,14 +318,7 @@ class LLMCall:
 
     def _fresh(self) -> LLMCall:
         """A new call with these settings: a decorated function makes one per call."""
-        return LLMCall(
-            provider=self.provider,
-            model=self.model,
-            operation=self.operation,
-            stream=self.stream,
-            server_address=self.server_address,
-            server_port=self.server_port,
-        )
+        return LLMCall(**self._settings)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a function: each call is one LLM operation with these settings."""
