@@ -81,7 +81,11 @@ def test_every_request_span_carries_its_wait_by_queue_position(telemetry: Teleme
         assert span.attributes is not None
         expected = (position // TOKENS) * BLOCKING_S  # the k-th batch waits (k-1) x 200 ms
         measured = span.attributes[semconv.ATTR_EXECUTOR_WAIT_TOTAL]
-        assert abs(measured - expected) <= 0.2 * expected + 0.02, (position, measured, expected)
+        # 20%, plus 50 ms: while the loop accepts and parses 60 simultaneous
+        # requests (tens of ms of GIL on 2 cores), even a task with a free
+        # token waits for its worker thread to get the GIL. That wait is real
+        # and measured; the queue-position model just does not include it.
+        assert abs(measured - expected) <= 0.2 * expected + 0.05, (position, measured, expected)
         assert span.attributes[semconv.ATTR_EXECUTOR_TASK_COUNT] == 1
         assert span.attributes[semconv.ATTR_EXECUTOR_WAIT_MAX] == pytest.approx(measured)
 
