@@ -35,7 +35,10 @@ async def test_ground_truth_on_a_limiter_of_two_tokens(telemetry: Telemetry) -> 
         async with anyio.create_task_group() as group:
             for _ in range(6):
                 group.start_soon(lambda: anyio.to_thread.run_sync(time.sleep, 0.1, limiter=limiter))
-    assert_ground_truth(telemetry.spans(semconv.SPAN_WAIT, pool="two-tokens"))
+    assert_ground_truth(
+        telemetry.spans(semconv.SPAN_WAIT, pool="two-tokens"),
+        telemetry.spans(semconv.SPAN_RUN, pool="two-tokens"),
+    )
     assert telemetry.gauges("two-tokens") == {"busy": 0, "idle": 2, "limit": 2, "pending": 0}
 
 
@@ -47,7 +50,10 @@ async def test_the_default_limiter_set_to_two_tokens_starves_like_a_pool(
         async with anyio.create_task_group() as group:
             for _ in range(6):
                 group.start_soon(run_in_threadpool, time.sleep, 0.1)
-    assert_ground_truth(telemetry.spans(semconv.SPAN_WAIT, pool=semconv.POOL_ANYIO_DEFAULT))
+    assert_ground_truth(
+        telemetry.spans(semconv.SPAN_WAIT, pool=semconv.POOL_ANYIO_DEFAULT),
+        telemetry.spans(semconv.SPAN_RUN, pool=semconv.POOL_ANYIO_DEFAULT),
+    )
 
 
 async def test_busy_and_pending_follow_a_resized_limiter(telemetry: Telemetry) -> None:

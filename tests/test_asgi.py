@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
+from _helpers import fifo_waits
 from _servers import serve
 from conftest import Telemetry
 from poolscope import PoolscopeMiddleware, semconv
@@ -79,17 +80,26 @@ def test_every_request_span_carries_its_wait_by_queue_position(telemetry: Teleme
     by_wait = sorted(requests, key=lambda s: s.attributes[semconv.ATTR_EXECUTOR_WAIT_TOTAL])  # type: ignore[index]
     for position, span in enumerate(by_wait):
         assert span.attributes is not None
-        expected = (position // TOKENS) * BLOCKING_S  # the k-th batch waits (k-1) x 200 ms
+        nominal = (position // TOKENS) * BLOCKING_S  # the k-th batch waits (k-1) x 200 ms
         measured = span.attributes[semconv.ATTR_EXECUTOR_WAIT_TOTAL]
-        # 20%, plus 50 ms: while the loop accepts and parses 60 simultaneous
-        # requests (tens of ms of GIL on 2 cores), even a task with a free
-        # token waits for its worker thread to get the GIL. That wait is real
-        # and measured; the queue-position model just does not include it.
-        assert abs(measured - expected) <= 0.2 * expected + 0.05, (position, measured, expected)
+        # never less than its queue position says: a 200 ms call never ends early
+        assert measured >= nominal - 0.02, (position, measured, nominal)
         assert span.attributes[semconv.ATTR_EXECUTOR_TASK_COUNT] == 1
         assert span.attributes[semconv.ATTR_EXECUTOR_WAIT_MAX] == pytest.approx(measured)
-
+    # Within 20% (plus 50 ms) of what a 4-token FIFO gives with the runs as
+    # they happened: a scheduler stall on a loaded machine lengthens a run and
+    # every later wait with it. The 50 ms: while the loop accepts and parses
+    # 60 simultaneous requests (tens of ms of GIL on 2 cores), even a task
+    # with a free token waits for its worker thread to get the GIL.
+    rollups = {s.context.span_id: s.attributes[semconv.ATTR_EXECUTOR_WAIT_TOTAL] for s in requests}  # type: ignore[index]
     waits = telemetry.spans(semconv.SPAN_WAIT, pool=semconv.POOL_ANYIO_DEFAULT)
+    runs = telemetry.spans(semconv.SPAN_RUN, pool=semconv.POOL_ANYIO_DEFAULT)
+    for wait, expected_ms in fifo_waits(waits, runs, TOKENS):
+        assert wait.parent is not None
+        measured = rollups[wait.parent.span_id]
+        expected = expected_ms / 1000
+        assert abs(measured - expected) <= 0.2 * expected + 0.05, (measured, expected)
+
     by_id = {span.context.span_id: span for span in requests}
     for wait in waits:
         assert wait.parent is not None

