@@ -28,7 +28,8 @@ def test_ground_truth_waits_of_six_tasks_on_two_workers(telemetry: Telemetry) ->
     )
     runs = telemetry.spans(semconv.SPAN_RUN, pool="truth")
     assert len(runs) == 6
-    assert all(95 <= duration_ms(span) <= 150 for span in runs)
+    # a run is the 100 ms call (never less), not the queue wait before it
+    assert all(99 <= duration_ms(span) < 200 for span in runs), [duration_ms(s) for s in runs]
     gauges = telemetry.gauges("truth")
     assert gauges == {"busy": 0, "idle": 2, "limit": 2, "pending": 0}
 
