@@ -72,3 +72,38 @@ def test_bad_arguments_are_named() -> None:
         poolscope.instrument_semaphore(asyncio.Semaphore(1), name="")
     with pytest.raises(poolscope.ConfigurationError, match="limit must be a positive int"):
         poolscope.instrument_semaphore(asyncio.Semaphore(1), name="x", limit=0)
+
+
+async def test_a_release_from_a_task_holding_nothing_leaves_async_with_holds_alone(
+    telemetry: Telemetry,
+) -> None:
+    from opentelemetry import trace
+
+    slots = poolscope.instrument_semaphore(asyncio.Semaphore(3), name="cross-release")
+    a_inside = asyncio.Event()
+    b_done = asyncio.Event()
+    seen_after: list[object] = []
+
+    async def task_a() -> None:
+        with telemetry.tracer.start_as_current_span("a") as a_span:
+            async with slots:
+                a_inside.set()
+                await b_done.wait()
+            seen_after.append(trace.get_current_span() is a_span)
+
+    async def task_c_and_b() -> None:
+        await a_inside.wait()
+        await slots.acquire()  # C takes a permit with acquire()
+        await asyncio.create_task(_release(slots))  # B, holding nothing, releases one
+        b_done.set()
+
+    with telemetry.tracer.start_as_current_span("request"):
+        await asyncio.gather(task_a(), task_c_and_b())
+    assert seen_after == [True]  # A's context is A's again after its block
+    runs = telemetry.spans(semconv.SPAN_RUN, pool="cross-release")
+    assert len(runs) == 2  # A's hold (closed by A) and C's (closed by B's release)
+    assert telemetry.gauges("cross-release") == {"busy": 0, "idle": 3, "limit": 3, "pending": 0}
+
+
+async def _release(slots: poolscope.InstrumentedSemaphore) -> None:
+    slots.release()

@@ -255,3 +255,19 @@ def test_instrument_executor_alone_records_only_that_executor() -> None:
     finally:
         poolscope.uninstrument()
     assert ThreadPoolExecutor.__dict__["submit"] is original_submit
+
+
+def test_a_pool_per_request_reuses_generated_names(telemetry: Telemetry) -> None:
+    import gc
+
+    for _ in range(50):  # the careless pattern: a new unnamed executor per request
+        with ThreadPoolExecutor(2) as pool:
+            pool.submit(int).result()
+        del pool
+        gc.collect()
+    names = {
+        point.attributes[semconv.ATTR_EXECUTOR_NAME]
+        for point in telemetry.points(semconv.METRIC_TASK_RUN_DURATION)
+        if str(point.attributes[semconv.ATTR_EXECUTOR_NAME]).startswith("thread_pool-")
+    }
+    assert names == {"thread_pool-1"}

@@ -19,7 +19,7 @@ from typing import Any
 from . import _runtime, semconv
 from ._config import PATH_ANYIO
 from ._patch import Patch
-from ._pools import Pool, generated_name, pool_for, register
+from ._pools import Pool, pool_for, register
 from ._safety import report_internal_error
 from ._task import Task
 
@@ -34,22 +34,19 @@ def register_limiter(limiter: Any, name: str | None, *, default: bool = False) -
         current = ref()
         return 0.0 if current is None else float(current.total_tokens)
 
-    if name is None:
-        name = (
-            semconv.POOL_ANYIO_DEFAULT if default else generated_name(semconv.EXECUTOR_TYPE_LIMITER)
-        )
+    if name is None and default:
+        name = semconv.POOL_ANYIO_DEFAULT
     pool = register(limiter, name, semconv.EXECUTOR_TYPE_LIMITER, read_limit)
-    if pool.name != name and not default:
+    if name is not None and pool.name != name and not default:
         pool.rename(name)
     return pool
 
 
 def _unwrap_limiter(limiter: Any) -> Any:
     # An InstrumentedCapacityLimiter passed as limiter= is measured here, per
-    # task; hand anyio the real limiter so the wait is not counted twice.
-    from ._caps import InstrumentedCapacityLimiter
-
-    if isinstance(limiter, InstrumentedCapacityLimiter):
+    # task; hand anyio the real limiter so the wait is not counted twice. Its
+    # class is recognised by name: _caps imports this module.
+    if limiter is not None and type(limiter).__name__ == "InstrumentedCapacityLimiter":
         return limiter.wrapped
     return limiter
 
@@ -79,6 +76,7 @@ def _wrap_run_sync_in_worker_thread(original: Any) -> Any:
         telemetry = _runtime.state.telemetry
         if telemetry is None:
             return await bound_original(cls, func, args, abandon_on_cancel, limiter)
+        task = None
         try:
             limiter = _unwrap_limiter(limiter)
             pool = (
@@ -91,6 +89,8 @@ def _wrap_run_sync_in_worker_thread(original: Any) -> Any:
             task = Task(pool, telemetry, func)
             work = task.wrap(func)
         except Exception:
+            if task is not None:
+                task.discard()
             report_internal_error("anyio.to_thread.run_sync")
             return await bound_original(cls, func, args, abandon_on_cancel, limiter)
         try:
@@ -99,6 +99,7 @@ def _wrap_run_sync_in_worker_thread(original: Any) -> Any:
             # Still waiting means the worker never picked it up.
             cancelled = isinstance(exc, cls.cancelled_exception_class())
             task.abandon(cancelled=cancelled, error=None if cancelled else exc)
+            task.resumed()  # the function raised: its result was still picked up
             raise
         task.resumed()
         return result
@@ -109,7 +110,9 @@ def _wrap_run_sync_in_worker_thread(original: Any) -> Any:
 def patches() -> list[Patch]:
     try:
         backend = importlib.import_module("anyio._backends._asyncio").AsyncIOBackend
-    except ImportError:
+    except (ImportError, AttributeError):  # no anyio, or anyio 3 (no AsyncIOBackend)
         return []
-    original = backend.__dict__["run_sync_in_worker_thread"]
+    original = backend.__dict__.get("run_sync_in_worker_thread")
+    if not isinstance(original, classmethod):
+        return []
     return [Patch(backend, "run_sync_in_worker_thread", _wrap_run_sync_in_worker_thread(original))]

@@ -74,20 +74,24 @@ class _Holds:
 
     def released(self, holder: object, exc: BaseException | None = None) -> None:
         by_holder = self._by_holder
-        if holder in by_holder:
-            held = by_holder[holder]
+        held = by_holder.get(holder)
+        if held:
             task, token = held.pop()
             key = holder
         else:
-            # Released by another task than the one that acquired (allowed for
-            # semaphores): close the oldest hold. Its context, if attached,
-            # belongs to the other task, so only ``acquire()`` holds get here.
-            key = next(iter(by_holder), None)
-            if key is None:
-                return  # acquired before instrumentation, or through the raw object
+            # Released by a task that holds nothing (allowed for semaphores):
+            # close the oldest hold taken with acquire(). A hold taken with
+            # ``async with`` has its context attached in its own task and is
+            # closed only by that task, so it is never taken here.
+            found = next(
+                ((k, i) for k, v in by_holder.items() for i, (_, t) in enumerate(v) if t is None),
+                None,
+            )
+            if found is None:
+                return  # nothing we can pair: acquired before instrumentation, or raw
+            key, index = found
             held = by_holder[key]
-            task, token = held.pop(0)
-            token = None
+            task, token = held.pop(index)
         if not held:
             del by_holder[key]
         task.finish(token, exc)

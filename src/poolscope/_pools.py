@@ -19,7 +19,7 @@ from typing import Final
 
 from . import semconv
 
-__all__ = ["Pool", "PoolSnapshot", "generated_name", "pool_for", "register", "snapshot_all"]
+__all__ = ["Pool", "PoolSnapshot", "pool_for", "register", "snapshot_all"]
 
 LimitReader = Callable[[], float]
 
@@ -41,6 +41,7 @@ class Pool:
         "derived",
         "lock",
         "name",
+        "ordinal",
         "pending",
         "read_limit",
         "type",
@@ -55,6 +56,7 @@ class Pool:
         self.lock = threading.Lock()
         self.busy = 0
         self.pending = 0
+        self.ordinal: int | None = None  # set for generated names, given back on collection
         self.rename(name)
 
     def rename(self, name: str) -> None:
@@ -132,6 +134,8 @@ class _Registry:
         with self._lock:
             if self._pools.get(key) is pool:
                 del self._pools[key]
+        if pool.ordinal is not None:
+            _give_back_ordinal(pool.type, pool.ordinal)
 
     def pools(self) -> list[Pool]:
         with self._lock:
@@ -139,19 +143,27 @@ class _Registry:
 
 
 _registry = _Registry()
-_ordinals: dict[str, Callable[[], int]] = {}
+_ordinals_in_use: dict[str, set[int]] = {}
 _ordinals_lock = threading.Lock()
 
 
-def generated_name(type: str) -> str:
-    """A name for a pool nobody named: ``thread_pool-1``, ``limiter-2``, ...
+def _take_ordinal(type: str) -> int:
+    """The lowest number no live unnamed pool of ``type`` has.
 
-    Numbered in order of first use, so pools a library creates but never uses
-    do not shift the numbers of the ones that matter.
+    Numbers of collected pools are given back, so an app that makes a pool
+    per request keeps reusing ``thread_pool-1`` instead of minting a new
+    metric series every time: the names stay as few as the pools alive at once.
     """
     with _ordinals_lock:
-        counter = _ordinals.setdefault(type, itertools.count(1).__next__)
-    return f"{type}-{counter()}"
+        in_use = _ordinals_in_use.setdefault(type, set())
+        number = next(n for n in itertools.count(1) if n not in in_use)
+        in_use.add(number)
+        return number
+
+
+def _give_back_ordinal(type: str, number: int) -> None:
+    with _ordinals_lock:
+        _ordinals_in_use.get(type, set()).discard(number)
 
 
 def thread_name_prefix_name(prefix: str | None) -> str | None:
@@ -167,17 +179,30 @@ def pool_for(owner: object) -> Pool | None:
 
 def register(
     owner: object,
-    name: str,
+    name: str | None,
     type: str,
     read_limit: LimitReader,
     *,
     derived: bool = False,
 ) -> Pool:
-    """Return the pool of ``owner``, creating it with ``name`` on first sight."""
+    """Return the pool of ``owner``, creating it on first sight.
+
+    Without a ``name`` the pool gets a generated one, ``thread_pool-1``,
+    ``limiter-2``: the lowest number free among live unnamed pools of its type.
+    """
     pool = _registry.get(owner)
     if pool is not None:
         return pool
-    return _registry.add(owner, Pool(name, type, read_limit, derived=derived))
+    ordinal = None
+    if name is None:
+        ordinal = _take_ordinal(type)
+        name = f"{type}-{ordinal}"
+    pool = Pool(name, type, read_limit, derived=derived)
+    pool.ordinal = ordinal
+    added = _registry.add(owner, pool)
+    if added is not pool and ordinal is not None:  # lost a race to another thread
+        _give_back_ordinal(type, ordinal)
+    return added
 
 
 def snapshot_all() -> list[PoolSnapshot]:

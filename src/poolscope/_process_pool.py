@@ -24,7 +24,7 @@ from opentelemetry import context, propagate
 from . import semconv
 from ._config import PATH_PROCESS_POOL
 from ._patch import Patch
-from ._pools import Pool, generated_name, register
+from ._pools import Pool, register
 from ._safety import report_internal_error
 from ._task import Task, begin
 from ._thread_pool import run_in_executor_call
@@ -120,7 +120,7 @@ def register_executor(executor: ProcessPoolExecutor, name: str | None) -> Pool:
     max_workers: int = executor._max_workers  # type: ignore[attr-defined]
     pool = register(
         executor,
-        name or generated_name(semconv.EXECUTOR_TYPE_PROCESS_POOL),
+        name,
         semconv.EXECUTOR_TYPE_PROCESS_POOL,
         lambda: max_workers,
         derived=True,
@@ -135,6 +135,7 @@ def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[A
     def submit(
         self: ProcessPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Future[Any]:
+        task = None
         try:
             task = begin(self, fn, PATH_PROCESS_POOL, register_executor)
             if task is None:
@@ -143,6 +144,8 @@ def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[A
             propagate.inject(carrier, task.parent)
             work = _TimedCall(fn, carrier)
         except Exception:
+            if task is not None:
+                task.discard()
             report_internal_error("ProcessPoolExecutor.submit")
             return original(self, fn, *args, **kwargs)
         try:

@@ -77,7 +77,8 @@ def record(
         if size >= MAX_QUEUED:
             _count_drop()
             return
-        _recorder.wake.set()
+        if not _recorder.wake.is_set():  # setting an already-set Event still takes its lock
+            _recorder.wake.set()
     queue.append((histogram, value, attributes, context))
     if _recorder.thread is None:
         _recorder.start()

@@ -252,10 +252,12 @@ class Task:
             else:
                 attributes = pool.attributes
             waited = now - self.submitted
-            record(self.telemetry.wait, waited / _NS_PER_S, attributes, self.parent)
+            long_wait = waited >= self.telemetry.wait_threshold_ns
+            exemplar = self.parent if long_wait else None
+            record(self.telemetry.wait, waited / _NS_PER_S, attributes, exemplar)
             if self.rollup is not None:
                 self.rollup.add_wait(waited)
-            if self.traced and waited >= self.telemetry.wait_threshold_ns and self._may_span():
+            if self.traced and long_wait and self._may_span():
                 offset = _epoch_offset_ns()
                 span = self._wait_span(offset)
                 if cancelled:
@@ -314,7 +316,8 @@ class Task:
             submitted_epoch = self.submitted + offset
             waited = max(started_epoch_ns - submitted_epoch, 0)
             started_local = self.submitted + waited
-            record(self.telemetry.wait, waited / _NS_PER_S, pool.attributes, self.parent)
+            exemplar = self.parent if waited >= self.telemetry.wait_threshold_ns else None
+            record(self.telemetry.wait, waited / _NS_PER_S, pool.attributes, exemplar)
             if self.rollup is not None:
                 self.rollup.add_wait(waited)
             attributes = pool.attributes

@@ -8,6 +8,7 @@ every thread pool. The task's wait is submit → a worker thread picks it up.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import importlib
@@ -19,7 +20,7 @@ from typing import Any
 from . import semconv
 from ._config import PATH_THREAD_POOL
 from ._patch import Patch
-from ._pools import Pool, generated_name, register, thread_name_prefix_name
+from ._pools import Pool, register, thread_name_prefix_name
 from ._safety import report_internal_error
 from ._task import Task, begin
 
@@ -41,8 +42,17 @@ class _RunInExecutorCall(threading.local):
 
 run_in_executor_call = _RunInExecutorCall()
 
+# Python 3.14's InterpreterPoolExecutor subclasses ThreadPoolExecutor but runs
+# tasks in subinterpreters, where poolscope's wrapper closure cannot go.
+_PASS_THROUGH: frozenset[type] = frozenset(
+    cls
+    for cls in (getattr(concurrent.futures, "InterpreterPoolExecutor", None),)
+    if isinstance(cls, type)
+)
 
-def _automatic_name(executor: ThreadPoolExecutor) -> str:
+
+def _automatic_name(executor: ThreadPoolExecutor) -> str | None:
+    """The loop-default name, or the prefix a person chose; None: generate one."""
     if run_in_executor_call.default:
         return semconv.POOL_ASYNCIO_DEFAULT
     loop = asyncio.events._get_running_loop()
@@ -51,7 +61,7 @@ def _automatic_name(executor: ThreadPoolExecutor) -> str:
     prefix: str | None = getattr(executor, "_thread_name_prefix", None)
     if prefix == "asyncio":  # what asyncio names the default executor it creates
         return semconv.POOL_ASYNCIO_DEFAULT
-    return thread_name_prefix_name(prefix) or generated_name(semconv.EXECUTOR_TYPE_THREAD_POOL)
+    return thread_name_prefix_name(prefix)
 
 
 def register_executor(executor: ThreadPoolExecutor, name: str | None) -> Pool:
@@ -72,12 +82,17 @@ def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[A
     def submit(
         self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Future[Any]:
+        if type(self) in _PASS_THROUGH:
+            return original(self, fn, *args, **kwargs)
+        task = None
         try:
             task = begin(self, fn, PATH_THREAD_POOL, register_executor)
             if task is None:
                 return original(self, fn, *args, **kwargs)
             work = task.wrap(fn)
         except Exception:
+            if task is not None:
+                task.discard()
             report_internal_error("ThreadPoolExecutor.submit")
             return original(self, fn, *args, **kwargs)
         try:
