@@ -339,21 +339,6 @@ class LLMCall:
         return call
 
 
-def llm_call(
-    *,
-    provider: str,
-    model: str,
-    operation: str = "chat",
-    stream: bool = False,
-    server_address: str | None = None,
-    server_port: int | None = None,
-) -> LLMCall:
-    """Record one LLM operation made with any client; see the module docstring."""
-    return LLMCall(
-        provider=provider,
-        model=model,
-        operation=operation,
-        stream=stream,
-        server_address=server_address,
-        server_port=server_port,
-    )
+llm_call = LLMCall
+"""``poolscope.llm_call(provider=..., model=..., ...)``: the lower-case spelling,
+as used in ``with`` statements and as a decorator; see :class:`LLMCall`."""
