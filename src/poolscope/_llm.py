@@ -24,61 +24,24 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from opentelemetry import context, metrics, trace
+from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import _runtime, semconv
 from ._errors import ConfigurationError
 from ._safety import report_internal_error
 from ._task import current_task, error_type
-from ._version import __version__
+from ._telemetry import Instruments
 
 __all__ = ["LLMCall", "llm_call"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class _Instruments:
-    def __init__(self, meter: metrics.Meter) -> None:
-        self.duration = meter.create_histogram(
-            semconv.METRIC_GEN_AI_OPERATION_DURATION,
-            unit=semconv.UNIT_SECONDS,
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_DURATION_BUCKETS),
-        )
-        self.tokens = meter.create_histogram(
-            semconv.METRIC_GEN_AI_TOKEN_USAGE,
-            unit=semconv.UNIT_TOKEN,
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_TOKEN_BUCKETS),
-        )
-        self.first_chunk = meter.create_histogram(
-            semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK,
-            unit=semconv.UNIT_SECONDS,
-            description="Time until the first chunk of a streamed response arrived.",
-            explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_DURATION_BUCKETS),
-        )
-
-
-_instruments: weakref.WeakKeyDictionary[object, _Instruments] = weakref.WeakKeyDictionary()
-_instruments_lock = threading.Lock()
-
-
-def _instruments_for(meter_provider: metrics.MeterProvider) -> _Instruments:
-    with _instruments_lock:
-        found = _instruments.get(meter_provider)
-        if found is None:
-            meter = metrics.get_meter("poolscope", __version__, meter_provider)
-            found = _instruments[meter_provider] = _Instruments(meter)
-        return found
 
 
 def _capped(text: str, limit: int) -> str:
@@ -129,7 +92,7 @@ class LLMCall:
         self._started = 0
         self._first_chunk_ns: int | None = None
         self._pool_task: Any = None
-        self._instruments: _Instruments | None = None
+        self._instruments: Instruments | None = None
         self.capture_content = False
         self.content_limit = 0
         self._input_messages: list[dict[str, Any]] | None = None
@@ -191,7 +154,7 @@ class LLMCall:
             _runtime.ensure_telemetry()
             telemetry = _runtime.state.telemetry
             assert telemetry is not None
-            self._instruments = _instruments_for(telemetry.meter_provider)
+            self._instruments = telemetry.histograms
             self.capture_content = telemetry.settings.capture_content
             self.content_limit = telemetry.settings.content_max_length
             self._pool_task = current_task.get()
@@ -251,18 +214,18 @@ class LLMCall:
             span.end()
         instruments = self._instruments
         if instruments is not None:
-            instruments.duration.record(duration, metric_attributes)
+            instruments.gen_ai_duration.record(duration, metric_attributes)
             for kind, count in (
                 (semconv.GEN_AI_TOKEN_TYPE_INPUT, self.input_tokens),
                 (semconv.GEN_AI_TOKEN_TYPE_OUTPUT, self.output_tokens),
             ):
                 if count is not None:
-                    instruments.tokens.record(
+                    instruments.gen_ai_tokens.record(
                         count, {**metric_attributes, semconv.ATTR_GEN_AI_TOKEN_TYPE: kind}
                     )
             if self.stream and self._first_chunk_ns is not None:
                 first = (self._first_chunk_ns - self._started) / 1e9
-                instruments.first_chunk.record(first, metric_attributes)
+                instruments.gen_ai_first_chunk.record(first, metric_attributes)
         task = self._pool_task
         if task is not None and task.rollup is not None:
             task.rollup.add_pinned(ended - self._started)

@@ -20,13 +20,13 @@ from ._pools import snapshot_all
 from ._recorder import drain
 from ._version import __version__
 
-__all__ = ["Telemetry"]
+__all__ = ["Instruments", "Telemetry"]
 
 _SCOPE = "poolscope"
 
 
-class _Histograms:
-    """Sync instruments of one meter provider (created once, reused across cycles)."""
+class Instruments:
+    """The instruments of one meter provider (created once, reused across cycles)."""
 
     def __init__(self, meter: metrics.Meter) -> None:
         buckets = list(semconv.DURATION_BUCKETS)
@@ -53,6 +53,25 @@ class _Histograms:
             unit=semconv.UNIT_SECONDS,
             description="How late the event loop ran a callback scheduled for a given time.",
             explicit_bucket_boundaries_advisory=list(semconv.LAG_BUCKETS),
+        )
+        # GenAI client instruments, for poolscope.llm_call and the openai path.
+        self.gen_ai_duration = meter.create_histogram(
+            semconv.METRIC_GEN_AI_OPERATION_DURATION,
+            unit=semconv.UNIT_SECONDS,
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_DURATION_BUCKETS),
+        )
+        self.gen_ai_tokens = meter.create_histogram(
+            semconv.METRIC_GEN_AI_TOKEN_USAGE,
+            unit=semconv.UNIT_TOKEN,
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_TOKEN_BUCKETS),
+        )
+        self.gen_ai_first_chunk = meter.create_histogram(
+            semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK,
+            unit=semconv.UNIT_SECONDS,
+            description="Time until the first chunk of a streamed response arrived.",
+            explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_DURATION_BUCKETS),
         )
         meter.create_observable_up_down_counter(
             semconv.METRIC_WORKER_COUNT,
@@ -101,21 +120,21 @@ def _observe_pending(options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(pool.pending, dict(pool.attributes))
 
 
-_histograms_by_provider: weakref.WeakKeyDictionary[object, _Histograms] = (
+_instruments_by_provider: weakref.WeakKeyDictionary[object, Instruments] = (
     weakref.WeakKeyDictionary()
 )
-_histograms_lock = threading.Lock()
+_instruments_lock = threading.Lock()
 
 
-def _histograms_for(meter_provider: metrics.MeterProvider | None) -> _Histograms:
+def _instruments_for(meter_provider: metrics.MeterProvider | None) -> Instruments:
     # Observable instruments cannot be unregistered; creating them once per
     # provider keeps instrument/uninstrument cycles from stacking callbacks.
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
-    with _histograms_lock:
-        found = _histograms_by_provider.get(provider)
+    with _instruments_lock:
+        found = _instruments_by_provider.get(provider)
         if found is None:
             meter = metrics.get_meter(_SCOPE, __version__, provider)
-            found = _histograms_by_provider[provider] = _Histograms(meter)
+            found = _instruments_by_provider[provider] = Instruments(meter)
         return found
 
 
@@ -123,8 +142,8 @@ class Telemetry:
     """Everything a task needs to record itself, bound at instrument time."""
 
     __slots__ = (
+        "histograms",
         "lag",
-        "meter_provider",
         "resume",
         "root_spans",
         "run",
@@ -146,10 +165,7 @@ class Telemetry:
         self.run_spans = settings.run_spans
         self.root_spans = settings.root_spans
         self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider)
-        self.meter_provider = (
-            meter_provider if meter_provider is not None else metrics.get_meter_provider()
-        )
-        histograms = _histograms_for(self.meter_provider)
+        histograms = self.histograms = _instruments_for(meter_provider)
         self.wait = histograms.wait
         self.run = histograms.run
         self.resume = histograms.resume
