@@ -157,3 +157,6 @@ def test_a_sync_llm_call_in_to_thread_pins_a_worker_and_the_request_says_so(
     llm_seconds = ((llm.end_time or 0) - (llm.start_time or 0)) / 1e9
     assert held == pytest.approx(llm_seconds, abs=0.005)
     assert held >= 0.1  # the fake model's first-token delay
+    [pinned] = telemetry.points(semconv.METRIC_GEN_AI_OPERATION_DURATION)
+    assert pinned.attributes[semconv.ATTR_EXECUTOR_NAME] == semconv.POOL_ASYNCIO_DEFAULT
+    assert pinned.sum == pytest.approx(llm_seconds, abs=0.005)

@@ -204,6 +204,9 @@ class LLMCall:
             metric_attributes[semconv.ATTR_GEN_AI_RESPONSE_MODEL] = self.response_model
         if exc is not None:
             metric_attributes[semconv.ATTR_ERROR_TYPE] = error_type(exc)
+        if self._pool_task is not None:
+            # the worker-seconds sync LLM calls pin, per pool, for the dashboards
+            metric_attributes[semconv.ATTR_EXECUTOR_NAME] = self._pool_task.pool.name
         span = self._span
         if span is not None:
             span.set_attributes(self._response_attributes())

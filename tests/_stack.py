@@ -1,0 +1,236 @@
+"""Real stack processes for the tests: our collector, Jaeger, Prometheus, the example apps.
+
+``scripts/test`` builds the collector and Jaeger and installs Prometheus, and
+passes their paths in ``POOLSCOPE_*_BIN``. A test that needs one of them
+*fails* when it is missing and ``CI`` is set (a skipped stack test must not
+pass for a green run), and skips otherwise (a developer without Go).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARIES = {
+    "collector": ("POOLSCOPE_COLLECTOR_BIN", None),
+    "jaeger": ("POOLSCOPE_JAEGER_BIN", None),
+    "prometheus": ("POOLSCOPE_PROMETHEUS_BIN", "prometheus"),
+    "promtool": ("POOLSCOPE_PROMTOOL_BIN", "promtool"),
+}
+
+
+def binary(name: str) -> str:
+    """Path of a stack binary; fail under CI, skip elsewhere, when it is missing."""
+    variable, on_path = BINARIES[name]
+    path = os.environ.get(variable) or (shutil.which(on_path) if on_path else None)
+    if path and os.access(path, os.X_OK):
+        return path
+    message = f"{name} is not available (set {variable}; scripts/test builds or installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(url: str, timeout: float = 10) -> Any:
+    """GET a JSON document."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_until(
+    check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2
+) -> Any:
+    """Call ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, urllib.error.URLError, ValueError, KeyError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+
+
+class Service:
+    """A child process in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        self._log_file = self.log.open("wb")
+        self.process = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def wait_ready(self, check: Callable[[], Any], timeout: float = 60) -> None:
+        def ready() -> Any:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited early:\n{self.output()}")
+            return check()
+
+        wait_until(ready, timeout=timeout, what=f"{self.name} to be ready")
+
+    def stop(self) -> None:
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._log_file.close()
+
+
+def tcp_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def services(log_dir: Path) -> Iterator[Callable[..., Service]]:
+    """Start services with the returned function; all are stopped on exit."""
+    with ExitStack() as stack:
+
+        def start(name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Service:
+            service = Service(name, argv, env or {}, log_dir)
+            stack.callback(service.stop)
+            return service
+
+        yield start
+
+
+class Prometheus:
+    """The HTTP API of a real Prometheus server."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def api(self, path: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode(params)
+        document = http_get(f"{self.url}/api/v1/{path}?{query}")
+        assert document["status"] == "success", document
+        return document["data"]
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        data = self.api("query", **params)
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+
+def start_collector(start: Callable[..., Service], *, trace_store_port: int) -> dict[str, int]:
+    """Our collector with the repository's config on free ports; returns the ports."""
+    ports = {name: free_port() for name in ("grpc", "http", "prometheus", "telemetry")}
+    collector = start(
+        "collector",
+        [binary("collector"), "--config", str(ROOT / "collector" / "config.yaml")],
+        {
+            "POOLSCOPE_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
+            "POOLSCOPE_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
+            "POOLSCOPE_PROMETHEUS_EXPORTER_ENDPOINT": f"127.0.0.1:{ports['prometheus']}",
+            "POOLSCOPE_TRACE_STORE_ENDPOINT": f"127.0.0.1:{trace_store_port}",
+            "POOLSCOPE_COLLECTOR_METRICS_PORT": str(ports["telemetry"]),
+            "POOLSCOPE_SPAN_METRICS_FLUSH_INTERVAL": "1s",
+        },
+    )
+    collector.wait_ready(lambda: tcp_open(ports["grpc"]) and tcp_open(ports["prometheus"]))
+    return ports
+
+
+def start_jaeger(start: Callable[..., Service]) -> dict[str, int]:
+    ports = {name: free_port() for name in ("otlp", "query", "query_grpc")}
+    jaeger = start(
+        "jaeger",
+        [binary("jaeger"), "--config", str(ROOT / "jaeger" / "config.yaml")],
+        {
+            "POOLSCOPE_JAEGER_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['otlp']}",
+            "POOLSCOPE_JAEGER_QUERY_ENDPOINT": f"127.0.0.1:{ports['query']}",
+            "POOLSCOPE_JAEGER_QUERY_GRPC_ENDPOINT": f"127.0.0.1:{ports['query_grpc']}",
+        },
+    )
+    jaeger.wait_ready(
+        lambda: (
+            tcp_open(ports["otlp"])
+            and http_get(f"http://127.0.0.1:{ports['query']}/api/services") is not None
+        )
+    )
+    return ports
+
+
+def start_app(
+    start: Callable[..., Service],
+    module: str,
+    *,
+    llm_url: str,
+    otlp_port: int,
+    extra_env: Mapping[str, str] | None = None,
+) -> str:
+    """An example app under uvicorn in its own process, exporting every second."""
+    port = free_port()
+    app = start(
+        module,
+        [sys.executable, str(ROOT / "examples" / f"{module}.py"), "--port", str(port)],
+        {
+            "POOLSCOPE_EXAMPLE_LLM_URL": llm_url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+            # every span of a few hundred requests a second, none dropped: the
+            # tests look for complete traces (production would sample)
+            "OTEL_BSP_MAX_QUEUE_SIZE": "100000",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096",
+            **(extra_env or {}),
+        },
+    )
+    app.wait_ready(lambda: tcp_open(port))
+    return f"http://127.0.0.1:{port}"
+
+
+def start_fake_llm(start: Callable[..., Service]) -> str:
+    port = free_port()
+    llm = start(
+        "fake_llm", [sys.executable, str(ROOT / "examples" / "fake_llm.py"), "--port", str(port)]
+    )
+    llm.wait_ready(lambda: tcp_open(port))
+    return f"http://127.0.0.1:{port}"

@@ -1,0 +1,328 @@
+"""The bundled stack end to end, with real parts only.
+
+The naive and the fixed example app (real uvicorn, their own processes) serve
+real load and export OTLP to *our collector binary*; Debian's Prometheus
+scrapes the collector and evaluates our alert rules; the collector forwards
+traces to Jaeger v2, built from its Go module. Then every PromQL expression of
+every dashboard panel and alert rule is sent to that Prometheus, the Jaeger
+search of the dashboard is sent to Jaeger, and the saturation alert must fire
+for the naive app and not for the fixed one.
+
+Grafana itself cannot run here: what it would do with these queries (render
+them) is not tested; that the queries are right, is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tools.stackgen import alerts, dashboard
+
+from _stack import (
+    ROOT,
+    Prometheus,
+    binary,
+    free_port,
+    http_get,
+    services,
+    start_app,
+    start_collector,
+    start_fake_llm,
+    start_jaeger,
+    wait_until,
+)
+from poolscope import _promql as p
+from poolscope import semconv
+
+pytestmark = pytest.mark.slow
+
+NAIVE = "naive-llm-app"
+FIXED = "fixed-llm-app"
+LOAD_SECONDS = 40
+SCRAPE = "1s"
+DEFAULT_EXECUTOR_LIMIT = min(32, (os.cpu_count() or 1) + 4)
+ANYIO_LIMIT = 40
+
+# Closed-loop workers per route (PATH:CONCURRENCY[:PAUSE]). The naive app gets
+# more callers than its default executor (/chat, /search) and anyio's limiter
+# (/summary, /stream) have seats, and an occasional call that blocks its loop.
+NAIVE_LOAD = ["/chat:12", "/search:6", "/summary:45", "/stream:8", "/classify:1:3"]
+FIXED_LOAD = ["/chat:10", "/search:5", "/summary:10", "/stream:5", "/classify:1:3"]
+
+
+@dataclass
+class Stack:
+    prometheus: Prometheus
+    jaeger_url: str
+    evaluated_at: float
+    """A moment during the load: every query is evaluated there."""
+    alerts: list[dict[str, Any]]
+    """Prometheus's alerts at ``evaluated_at``."""
+
+
+def _prometheus_config(directory: Path, target: str) -> Path:
+    """The repository's prometheus.yml with the test's target and 1 s intervals.
+
+    The rules are the generated file with each ``for:`` cut to 0 s, so that a
+    40 s test can see the alerts fire; the real durations are covered by the
+    promtool unit tests.
+    """
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE}
+    [job] = config["scrape_configs"]
+    job["static_configs"] = [{"targets": [target]}]
+    rules = yaml.safe_load((ROOT / "prometheus" / "rules" / "poolscope.rules.yaml").read_text())
+    for group in rules["groups"]:
+        group["interval"] = SCRAPE
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    (directory / "rules.yaml").write_text(yaml.safe_dump(rules))
+    config["rule_files"] = [str(directory / "rules.yaml")]
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _load(url: str, spec: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "_sustain.py"), url, str(LOAD_SECONDS), *spec],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    directory = tmp_path_factory.mktemp("stack")
+    with services(directory) as start:
+        jaeger = start_jaeger(start)
+        collector = start_collector(start, trace_store_port=jaeger["otlp"])
+        port = free_port()
+        config = _prometheus_config(directory, f"127.0.0.1:{collector['prometheus']}")
+        server = start(
+            "prometheus",
+            [
+                binary("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={directory / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--enable-feature=exemplar-storage",
+            ],
+        )
+        prometheus = Prometheus(port)
+        server.wait_ready(lambda: http_get(f"{prometheus.url}/api/v1/status/buildinfo"))
+        llm = start_fake_llm(start)
+        naive = start_app(start, "naive_app", llm_url=llm, otlp_port=collector["grpc"])
+        fixed = start_app(start, "fixed_app", llm_url=llm, otlp_port=collector["grpc"])
+        for app in (naive, fixed):  # pools appear on first use
+            for spec in NAIVE_LOAD:
+                with urllib.request.urlopen(app + spec.split(":")[0], timeout=30) as response:
+                    assert response.status == 200
+        wait_until(
+            lambda: {s["metric"]["job"] for s in prometheus.query(p.LIMIT)} >= {NAIVE, FIXED},
+            timeout=30,
+            what="both apps' metrics in Prometheus",
+        )
+
+        started = time.monotonic()
+        loads = {NAIVE: _load(naive, NAIVE_LOAD), FIXED: _load(fixed, FIXED_LOAD)}
+        time.sleep(max(0.0, started + LOAD_SECONDS - 4 - time.monotonic()))
+        evaluated_at = time.time() - 2  # scraped by now: export, batch and scrape are 1 s each
+        firing = prometheus.api("alerts")["alerts"]
+        for job, process in loads.items():
+            out, _ = process.communicate(timeout=LOAD_SECONDS + 60)
+            statuses = json.loads(out)
+            failed = {path: s for path, s in statuses.items() if set(s) != {"200"}}
+            assert not failed, f"{job} answered errors under load: {failed}"
+        time.sleep(3)  # the last spans: batch span processor, collector batch, Jaeger
+        yield Stack(prometheus, f"http://127.0.0.1:{jaeger['query']}", evaluated_at, firing)
+
+
+def _substitute(expr: str, service: str) -> str:
+    """What Grafana sends for the dashboard's variables with one service selected."""
+    return (
+        expr.replace("$service", service)
+        .replace("$instance", dashboard.ALL)
+        .replace("$pool", dashboard.ALL)
+        .replace("$__rate_interval", "15s")
+        .replace("$__range", f"{LOAD_SECONDS - 6}s")
+    )
+
+
+def _by_job(result: list[dict[str, Any]], job: str) -> list[dict[str, Any]]:
+    return [series for series in result if series["metric"].get(p.SERVICE) == job]
+
+
+def _pools(result: list[dict[str, Any]]) -> dict[str, float]:
+    return {series["metric"][p.POOL]: float(series["value"][1]) for series in result}
+
+
+def test_the_contract_metrics_arrive_with_pool_process_and_service_labels(stack: Stack) -> None:
+    at = stack.evaluated_at
+    limits = _pools(stack.prometheus.query(f'{p.LIMIT}{{job="{NAIVE}"}}', at))
+    assert limits == {
+        semconv.POOL_ASYNCIO_DEFAULT: DEFAULT_EXECUTOR_LIMIT,
+        semconv.POOL_ANYIO_DEFAULT: ANYIO_LIMIT,
+    }
+    fixed = _pools(stack.prometheus.query(f'{p.LIMIT}{{job="{FIXED}"}}', at))
+    assert fixed["parse"] == 8 and fixed["llm-quota"] == 256
+    for metric in (f"{p.WAIT}_bucket", f"{p.RUN}_bucket", f"{p.RESUME}_bucket", p.PENDING):
+        series = stack.prometheus.query(f'{metric}{{job="{NAIVE}"}}', at)
+        assert {s["metric"][p.POOL] for s in series} >= set(limits), metric
+        assert all(s["metric"].get(p.INSTANCE) for s in series), metric
+    states = {
+        s["metric"][p.WORKER_STATE]
+        for s in stack.prometheus.query(f'{p.WORKERS}{{job="{NAIVE}"}}', at)
+    }
+    assert states == {semconv.WORKER_STATE_BUSY, semconv.WORKER_STATE_IDLE}
+    for metric in (f"{p.LAG}_bucket", f"{p.LLM_DURATION}_bucket", f"{p.LLM_TOKENS}_bucket"):
+        assert stack.prometheus.query(f'{metric}{{job="{NAIVE}"}}', at), metric
+
+
+def test_span_metrics_of_wait_spans_carry_the_pool_and_its_limit(stack: Stack) -> None:
+    calls = stack.prometheus.query(
+        f'{p.SPAN_CALLS}{{job="{NAIVE}", span_name="{semconv.SPAN_WAIT}"}}', stack.evaluated_at
+    )
+    limits = {s["metric"][p.POOL]: s["metric"][p.WORKER_LIMIT] for s in calls}
+    assert limits[semconv.POOL_ASYNCIO_DEFAULT] == str(DEFAULT_EXECUTOR_LIMIT)
+
+
+def test_the_dashboards_jaeger_search_finds_long_waits_with_their_attributes(stack: Stack) -> None:
+    [board] = dashboard.dashboards().values()
+    [panel] = [x for x in board["panels"] if (x.get("datasource") or {}).get("type") == "jaeger"]
+    [search] = panel["targets"]
+    duration = int(search["minDuration"].removesuffix("ms")) * 1000
+    params = {
+        "service": search["service"].replace("$service", NAIVE),
+        "operation": search["operation"],
+        "minDuration": search["minDuration"],
+        "limit": search["limit"],
+        "start": int((stack.evaluated_at - 300) * 1e6),
+        "end": int((stack.evaluated_at + 300) * 1e6),
+    }
+    url = f"{stack.jaeger_url}/api/traces?{urllib.parse.urlencode(params)}"
+    traces = wait_until(lambda: http_get(url)["data"], timeout=30, what="Jaeger search results")
+    assert len(traces) == search["limit"]
+    limits = {
+        semconv.POOL_ASYNCIO_DEFAULT: DEFAULT_EXECUTOR_LIMIT,
+        semconv.POOL_ANYIO_DEFAULT: ANYIO_LIMIT,
+    }
+    for trace in traces:
+        spans = {span["spanID"]: span for span in trace["spans"]}
+        waits = [s for s in spans.values() if s["operationName"] == semconv.SPAN_WAIT]
+        assert max(span["duration"] for span in waits) >= duration
+        for wait in waits:
+            tags = {tag["key"]: tag["value"] for tag in wait["tags"]}
+            assert (
+                int(tags[semconv.ATTR_EXECUTOR_WORKER_LIMIT])
+                == limits[tags[semconv.ATTR_EXECUTOR_NAME]]
+            )
+            # intact: in its request's trace, beside the run span it waited for
+            [parent] = [r["spanID"] for r in wait["references"] if r["refType"] == "CHILD_OF"]
+            assert _root(spans, parent)["operationName"].startswith("GET /")
+            siblings = {
+                s["operationName"]
+                for s in spans.values()
+                if any(r["spanID"] == parent for r in s["references"])
+            }
+            assert semconv.SPAN_RUN in siblings
+
+
+def _root(spans: dict[str, Any], span_id: str) -> Any:
+    span = spans[span_id]
+    parents = [r["spanID"] for r in span["references"] if r["refType"] == "CHILD_OF"]
+    return _root(spans, parents[0]) if parents else span
+
+
+def test_wait_exemplars_open_a_trace_in_jaeger(stack: Stack) -> None:
+    datasources = yaml.safe_load(
+        (ROOT / "grafana" / "provisioning" / "datasources" / "poolscope.yaml").read_text()
+    )
+    [prometheus] = [d for d in datasources["datasources"] if d["type"] == "prometheus"]
+    trace_label = {d["name"] for d in prometheus["jsonData"]["exemplarTraceIdDestinations"]}
+    assert len(trace_label) == 1
+    [label] = trace_label
+    found = stack.prometheus.api(
+        "query_exemplars",
+        query=f'{p.WAIT}_bucket{{job="{NAIVE}"}}',
+        start=stack.evaluated_at - LOAD_SECONDS,
+        end=stack.evaluated_at + 5,
+    )
+    exemplars = [e for series in found for e in series["exemplars"]]
+    assert exemplars, "no exemplars on the queue-wait histogram"
+    slowest = max(exemplars, key=lambda e: float(e["value"]))
+    trace_id = slowest["labels"][label]
+    trace = wait_until(
+        lambda: http_get(f"{stack.jaeger_url}/api/traces/{trace_id}")["data"],
+        timeout=30,
+        what=f"trace {trace_id} in Jaeger",
+    )
+    names = {span["operationName"] for span in trace[0]["spans"]}
+    assert semconv.SPAN_WAIT in names
+
+
+def test_every_dashboard_query_returns_data_for_the_starving_app(stack: Stack) -> None:
+    empty = []
+    for board in dashboard.dashboards().values():
+        for title, ref_id, expr in dashboard.expressions(board):
+            result = stack.prometheus.query(_substitute(expr, NAIVE), stack.evaluated_at)
+            if not result:
+                empty.append(f"{title} [{ref_id}]: {expr}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_the_dashboard_variables_list_both_apps_and_their_pools(stack: Stack) -> None:
+    [board] = dashboard.dashboards().values()
+    variables = {v["name"]: v["query"] for v in board["templating"]["list"] if v["type"] == "query"}
+    for name, query in variables.items():
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
+        assert match, (name, query)
+        selector = _substitute(match.group(1), NAIVE)
+        values = stack.prometheus.api(f"label/{match.group(2)}/values", **{"match[]": selector})
+        assert values, (name, query)
+        if name == "service":
+            assert {NAIVE, FIXED} <= set(values)
+        if name == "pool":
+            assert {semconv.POOL_ASYNCIO_DEFAULT, semconv.POOL_ANYIO_DEFAULT} <= set(values)
+
+
+def test_every_alert_measures_the_starving_app(stack: Stack) -> None:
+    empty = []
+    for alert in alerts.ALERTS:
+        if not _by_job(stack.prometheus.query(alert.measure, stack.evaluated_at), NAIVE):
+            empty.append(f"{alert.name}: {alert.measure}")
+    assert not empty, "alert measures without data:\n" + "\n".join(empty)
+
+
+def test_the_saturation_alert_fires_for_the_naive_app_and_not_the_fixed_one(
+    stack: Stack,
+) -> None:
+    [saturated] = [a for a in alerts.ALERTS if a.name == "PoolscopePoolSaturated"]
+    result = stack.prometheus.query(saturated.expr, stack.evaluated_at)
+    assert semconv.POOL_ASYNCIO_DEFAULT in _pools(_by_job(result, NAIVE))
+    assert _pools(_by_job(result, FIXED)) == {}
+
+    firing = [
+        a
+        for a in stack.alerts
+        if a["labels"]["alertname"] == saturated.name and a["state"] == "firing"
+    ]
+    naive = {a["labels"][p.POOL]: a for a in firing if a["labels"][p.SERVICE] == NAIVE}
+    assert semconv.POOL_ASYNCIO_DEFAULT in naive, stack.alerts
+    assert not [a for a in firing if a["labels"][p.SERVICE] == FIXED], firing
+    summary = naive[semconv.POOL_ASYNCIO_DEFAULT]["annotations"]["summary"]
+    assert f"Pool {semconv.POOL_ASYNCIO_DEFAULT} (thread_pool) in {NAIVE}" in summary
+    assert f"all {DEFAULT_EXECUTOR_LIMIT} workers busy" in summary

@@ -1,0 +1,1 @@
+"""Development tools of the poolscope repository (not part of the package)."""

@@ -1,0 +1,288 @@
+"""poolscope's alerts, defined once, rendered as Prometheus rules and as Grafana rules.
+
+Each alert is a *measure* (an expression whose value is worth reading: a
+saturation, a p95 wait), a *condition* on it, an optional *guard* joined with
+``and``, and how long it must hold. Both renderings evaluate the same PromQL;
+only the template syntax of the annotations differs. Summaries name the pool
+and its limit (``$LIMIT``); ``$VALUE`` is the measured value. The runbook for
+each alert is the section of ``docs/stack.md`` named after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from grafana_foundation_sdk.builders import alerting, expr, prometheus
+from grafana_foundation_sdk.models import dashboard as model
+
+from poolscope import _promql as p
+
+from . import queries as q
+from ._encoding import plain
+
+RUNBOOK: Final = "docs/stack.md"
+"""Runbooks: the section of this file named after the alert (in the poolscope repository)."""
+GROUP: Final = "poolscope"
+FOLDER: Final = "poolscope"
+PROMETHEUS_UID: Final = "prometheus"
+"""The uid the provisioned Prometheus datasource has (grafana/provisioning/datasources)."""
+
+SATURATION_WINDOW: Final = "1m"
+WAIT_WINDOW: Final = "5m"
+WAIT_P95_THRESHOLD_S: Final = 0.1
+LAG_P99_THRESHOLD_S: Final = 0.1
+WAITING_TASKS_THRESHOLD: Final = 1.0
+
+LIMIT_FROM_SERIES: Final = "series"
+LIMIT_FROM_LABEL: Final = "label"
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    measure: str
+    condition: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+    guard: str | None = None
+    key: tuple[str, ...] = p.POOL_KEY
+    limit: str | None = LIMIT_FROM_SERIES
+    """Where ``$LIMIT`` comes from: the limit series, a label of the measure, or nowhere."""
+
+    @property
+    def expr(self) -> str:
+        expr = f"{self.measure} {self.condition}"
+        if self.guard:
+            expr = f"({expr})\nand {p.on(*self.key)}\n({self.guard})"
+        return expr
+
+    @property
+    def runbook(self) -> str:
+        return f"{RUNBOOK}#{self.name.lower()}"
+
+
+_POOL: Final = "{{ $labels.executor_name }} ({{ $labels.executor_type }})"
+_WHERE: Final = "in {{ $labels.job }} on {{ $labels.instance }}"
+
+ALERTS: Final[tuple[Alert, ...]] = (
+    Alert(
+        name="PoolscopePoolSaturated",
+        measure=q.typical_saturation(q.NO_MATCHERS, SATURATION_WINDOW),
+        condition=">= 0.95",
+        guard=f"{q.peak_pending(q.NO_MATCHERS, SATURATION_WINDOW)} > 0",
+        for_="2m",
+        severity="warning",
+        summary=f"Pool {_POOL} {_WHERE} is saturated: all $LIMIT workers busy, tasks queued",
+        description=(
+            "For most of the last minute {{ $VALUE | humanizePercentage }} of the pool's "
+            "$LIMIT workers were busy, and tasks queued for a seat. Everything that needs "
+            "this pool waits, while the CPU may sit idle."
+        ),
+    ),
+    Alert(
+        name="PoolscopeQueueWaitHigh",
+        measure=q.wait_quantile(0.95, q.NO_MATCHERS, WAIT_WINDOW),
+        condition=f"> {WAIT_P95_THRESHOLD_S}",
+        for_="5m",
+        severity="warning",
+        summary=(
+            "Tasks wait {{ $VALUE | humanizeDuration }} (p95) for a worker of pool "
+            f"{_POOL} {_WHERE} (limit $LIMIT)"
+        ),
+        description=(
+            f"The 95th percentile of the time tasks queued for a worker, over {WAIT_WINDOW}, "
+            f"is above {WAIT_P95_THRESHOLD_S * 1000:.0f} ms."
+        ),
+    ),
+    Alert(
+        name="PoolscopeEventLoopLagHigh",
+        measure=q.loop_lag(0.99, q.NO_MATCHERS, WAIT_WINDOW),
+        condition=f"> {LAG_P99_THRESHOLD_S}",
+        for_="5m",
+        severity="warning",
+        summary=(
+            "The event loop of {{ $labels.job }} on {{ $labels.instance }} runs callbacks "
+            "{{ $VALUE | humanizeDuration }} late (p99)"
+        ),
+        description=(
+            "The loop itself is blocked or overloaded; no pool is short of workers. Look "
+            "for asyncio.eventloop.blocked spans and the stacks they carry."
+        ),
+        key=p.LOOP_KEY,
+        limit=None,
+    ),
+    Alert(
+        name="PoolscopeEventLoopBlocked",
+        measure=q.loop_blocked(q.NO_MATCHERS, WAIT_WINDOW),
+        condition="> 0",
+        for_="0s",
+        severity="info",
+        summary=(
+            "The event loop of {{ $labels.job }} on {{ $labels.instance }} was blocked "
+            f"{{{{ $VALUE | humanize }}}} times in {WAIT_WINDOW}"
+        ),
+        description=(
+            "Each asyncio.eventloop.blocked span carries the stack that held the loop "
+            "(code.stacktrace). Counted from traces by the collector's span metrics."
+        ),
+        key=p.LOOP_KEY,
+        limit=None,
+    ),
+    Alert(
+        name="PoolscopeWaitSpansHigh",
+        measure=q.wait_span_seconds(q.NO_MATCHERS, WAIT_WINDOW),
+        condition=f">= {WAITING_TASKS_THRESHOLD}",
+        for_="5m",
+        severity="warning",
+        summary=(
+            "On average {{ $VALUE | humanize }} tasks wait for a worker of pool "
+            f"{_POOL} {_WHERE} (limit $LIMIT), from executor.wait spans"
+        ),
+        description=(
+            "For apps that export traces only: the collector's span metrics of "
+            "executor.wait spans. Only waits long enough to get a span count, so this is "
+            "a lower bound."
+        ),
+        key=(*p.POOL_KEY, p.WORKER_LIMIT),
+        limit=LIMIT_FROM_LABEL,
+    ),
+)
+
+
+def _template(action: str) -> str:
+    """A Go template action, ``{{ action }}``."""
+    return "{{ " + action + " }}"
+
+
+def _render(template: str, alert: Alert, *, value: str, limit_series: str) -> str:
+    if "$LIMIT" in template:
+        if alert.limit == LIMIT_FROM_LABEL:
+            limit = _template(f"$labels.{p.WORKER_LIMIT}")
+        elif alert.limit == LIMIT_FROM_SERIES:
+            limit = limit_series
+        else:
+            raise ValueError(f"{alert.name}: $LIMIT in a template, but the alert has no limit")
+        template = template.replace("$LIMIT", limit)
+    return template.replace("$VALUE", value)
+
+
+# --- Prometheus ----------------------------------------------------------------------
+
+
+def _prometheus_limit_lookup(alert: Alert) -> str:
+    matchers = ",".join(f"{name}='%s'" for name in alert.key)
+    labels = " ".join(f"$labels.{name}" for name in alert.key)
+    lookup = f'printf "{p.LIMIT}{{{matchers}}}" {labels} | query'
+    return _template(f"with {lookup}") + _template(". | first | value") + _template("end")
+
+
+def prometheus_rules() -> dict[str, Any]:
+    """The rules file Prometheus loads (``rule_files``)."""
+    rules = []
+    for alert in ALERTS:
+        lookup = _prometheus_limit_lookup(alert)
+        rules.append(
+            {
+                "alert": alert.name,
+                "expr": alert.expr,
+                "for": alert.for_,
+                "labels": {"severity": alert.severity},
+                "annotations": {
+                    "summary": _render(alert.summary, alert, value="$value", limit_series=lookup),
+                    "description": _render(
+                        alert.description, alert, value="$value", limit_series=lookup
+                    ),
+                    "runbook": alert.runbook,
+                },
+            }
+        )
+    return {"groups": [{"name": GROUP, "rules": rules}]}
+
+
+# --- Grafana -------------------------------------------------------------------------
+
+GRAFANA_API_ONLY: Final = ("folderUID", "ruleGroup", "orgID")
+"""Fields of the API's rule that a provisioning file sets on the group instead."""
+_MEASURE: Final = "A"
+_LIMIT: Final = "L"
+_CONDITION: Final = "C"
+_LOOKBACK_S: Final = 600
+
+
+def _prometheus_query(ref_id: str, promql: str) -> alerting.Query:
+    return (
+        alerting.Query(ref_id)
+        .datasource_uid(PROMETHEUS_UID)
+        .relative_time_range(_relative_time_range())
+        .model(prometheus.Dataquery().expr(promql).instant().ref_id(ref_id))
+    )
+
+
+def _relative_time_range() -> Any:
+    from grafana_foundation_sdk.models.alerting import RelativeTimeRange
+
+    return RelativeTimeRange(from_val=_LOOKBACK_S, to=0)
+
+
+def _grafana_rule(alert: Alert) -> alerting.Rule:
+    value = f"$values.{_MEASURE}.Value"
+    limit = _template(f"$values.{_LIMIT}.Value")
+    fires = (
+        expr.TypeThreshold()
+        .ref_id(_CONDITION)
+        .expression(_MEASURE)
+        .datasource(model.DataSourceRef(type_val="__expr__", uid="__expr__"))
+        .conditions(
+            [
+                expr.ExprTypeThresholdConditions().evaluator(
+                    expr.ExprTypeThresholdConditionsEvaluator().type("gt").params([0])
+                )
+            ]
+        )
+    )
+    rule = (
+        alerting.Rule(alert.name)
+        .uid(alert.name.lower())
+        .condition(_CONDITION)
+        .with_query(_prometheus_query(_MEASURE, alert.expr))
+        .with_query(
+            alerting.Query(_CONDITION)
+            .datasource_uid("__expr__")
+            .relative_time_range(_relative_time_range())
+            .model(fires)
+        )
+        .for_val(alert.for_)
+        .no_data_state("OK")
+        .exec_err_state("Error")
+        .labels({"severity": alert.severity})
+        .annotations(
+            {
+                "summary": _render(alert.summary, alert, value=value, limit_series=limit),
+                "description": _render(alert.description, alert, value=value, limit_series=limit),
+                "runbook": alert.runbook,
+            }
+        )
+    )
+    if alert.limit == LIMIT_FROM_SERIES:
+        rule = rule.with_query(_prometheus_query(_LIMIT, q.limit(q.NO_MATCHERS)))
+    return rule
+
+
+def grafana_rules() -> dict[str, Any]:
+    """Grafana's alerting provisioning file: the same alerts as Grafana-managed rules.
+
+    The expression of each rule already holds its condition, so a series in
+    the result means "firing" (threshold ``> 0`` on the measured value) and no
+    data means OK.
+    """
+    rules = []
+    for alert in ALERTS:
+        rule = plain(_grafana_rule(alert).build())
+        for api_only in GRAFANA_API_ONLY:
+            rule.pop(api_only, None)
+        rules.append(rule)
+    group = {"orgId": 1, "name": GROUP, "folder": FOLDER, "interval": "1m", "rules": rules}
+    return {"apiVersion": 1, "groups": [group]}

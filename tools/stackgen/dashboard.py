@@ -1,0 +1,538 @@
+"""The main poolscope dashboard, built with grafana-foundation-sdk.
+
+One small factory per panel; every query comes from :mod:`.queries`. The
+layout reads top to bottom as a diagnosis: are requests slow, where do they
+wait (which pool, against which cap), is it the event loop instead, what do
+the LLM calls hold, and the slowest waits one click away in the trace store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from grafana_foundation_sdk.builders import common as options
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import heatmap, prometheus, table, tempo, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+from poolscope import _promql as p
+from poolscope import semconv
+
+from . import alerts
+from . import queries as q
+from ._encoding import plain
+
+UID: Final = "poolscope-main"
+TITLE: Final = "poolscope: thread pool starvation"
+RATE: Final = "$__rate_interval"
+RANGE: Final = "$__range"
+M: Final = q.DASHBOARD
+SLOW_WAIT: Final = f"{alerts.WAIT_P95_THRESHOLD_S * 1000:.0f}ms"
+"""Waits at least this long are listed from the trace store."""
+
+PROMETHEUS: Final = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+TEMPO: Final = model.DataSourceRef(type_val="tempo", uid="${tempo}")
+JAEGER: Final = model.DataSourceRef(type_val="jaeger", uid="${jaeger}")
+
+ALL: Final = ".+"
+"""The value "All" stands for in every variable: any non-empty label value."""
+
+_WIDTH: Final = 24
+
+
+class JaegerQuery(cogbuilder.Builder[cogvariants.Dataquery]):
+    """A Jaeger datasource search (the SDK has no Jaeger query type)."""
+
+    def __init__(self, ref_id: str, **search: Any) -> None:
+        self._query = _RawQuery({"refId": ref_id, "queryType": "search", **search})
+
+    def build(self) -> cogvariants.Dataquery:
+        return self._query
+
+
+class _RawQuery(cogvariants.Dataquery):
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.data)
+
+
+# --- Helpers -------------------------------------------------------------------------
+
+
+def promql(ref_id: str, expr: str, legend: str = "__auto") -> prometheus.Dataquery:
+    return prometheus.Dataquery().ref_id(ref_id).expr(expr).legend_format(legend).range()
+
+
+def instant(ref_id: str, expr: str) -> prometheus.Dataquery:
+    return prometheus.Dataquery().ref_id(ref_id).expr(expr).instant().format(PromQueryFormat.TABLE)
+
+
+def graph(title: str, description: str, unit: str) -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .unit(unit)
+        .line_width(1)
+        .fill_opacity(10)
+        .legend(
+            options.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.TABLE)
+            .placement(common.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["max", "lastNotNull"])
+        )
+        .tooltip(options.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI))
+    )
+
+
+def percentiles(
+    panel: timeseries.Panel,
+    expr: Callable[[float], str],
+    legend: str,
+    quantiles: Sequence[float] = (0.5, 0.95),
+) -> timeseries.Panel:
+    """One target per quantile, refIds A, B, ..., legends ``<legend> p50``."""
+    for ref_id, quantile in zip("ABCDEFGH", quantiles, strict=False):
+        panel = panel.with_target(promql(ref_id, expr(quantile), f"{legend} p{quantile * 100:g}"))
+    return panel
+
+
+def _property(name: str, value: Any) -> model.DynamicConfigValue:
+    return model.DynamicConfigValue(id_val=name, value=value)
+
+
+CAP_LINE: Final = [
+    _property("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
+    _property("custom.lineWidth", 2),
+    _property("custom.fillOpacity", 0),
+    _property("color", {"mode": "fixed", "fixedColor": "red"}),
+]
+"""How a pool's limit is drawn: a dashed red line the busy workers run into."""
+
+
+# --- Panels: requests ---------------------------------------------------------------
+
+
+def request_rate() -> timeseries.Panel:
+    return graph(
+        "Requests per second", "Served requests by route (http.server.request.duration).", "reqps"
+    ).with_target(promql("A", q.request_rate(M, RATE), "{{job}} {{http_route}}"))
+
+
+def request_latency() -> timeseries.Panel:
+    return percentiles(
+        graph(
+            "Request latency",
+            "p50, p95, p99 of http.server.request.duration. Compare with the wait share below.",
+            "s",
+        ),
+        lambda quantile: q.request_latency(quantile, M, RATE),
+        "{{job}}",
+        (0.5, 0.95, 0.99),
+    )
+
+
+def requests_in_flight() -> timeseries.Panel:
+    return graph(
+        "Requests in flight",
+        "Requests being served right now (http.server.active_requests), per process.",
+        "short",
+    ).with_target(promql("A", q.requests_in_flight(M), "{{job}} {{instance}}"))
+
+
+# --- Panels: pools -------------------------------------------------------------------
+
+_TABLE_COLUMNS: Final = (
+    ("limit", "Limit", "short"),
+    ("peak", "Peak busy", "short"),
+    ("saturation", "Busy / limit now", "percentunit"),
+    ("pending", "Peak pending", "short"),
+    ("wait", "Wait p95", "s"),
+    ("run", "Run p95", "s"),
+    ("rate", "Tasks/s", "ops"),
+)
+
+
+def where_requests_wait() -> table.Panel:
+    queries = {
+        "limit": q.limit(M),
+        "peak": q.peak_busy(M, RANGE),
+        "saturation": q.saturation(M),
+        "pending": q.peak_pending(M, RANGE),
+        "wait": q.wait_quantile(0.95, M, RANGE),
+        "run": q.run_quantile(0.95, M, RANGE),
+        "rate": q.tasks_per_second(M, RANGE),
+    }
+    panel = (
+        table.Panel()
+        .title("Where requests wait")
+        .description(
+            "One row per pool and process over the dashboard's time range. A pool whose "
+            "peak busy reaches its limit, with pending tasks and a wait p95 far above zero, "
+            "is where requests queue."
+        )
+        .datasource(PROMETHEUS)
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True},
+                    "renameByName": {
+                        p.SERVICE: "Service",
+                        p.INSTANCE: "Instance",
+                        p.POOL: "Pool",
+                        p.POOL_TYPE: "Type",
+                        **{f"Value #{ref}": title for ref, title, _ in _TABLE_COLUMNS},
+                    },
+                },
+            )
+        )
+        .sort_by([options.TableSortByFieldState().display_name("Busy / limit now").desc(True)])
+    )
+    for ref_id, expr in queries.items():
+        panel = panel.with_target(instant(ref_id, expr))
+    for ref_id, _, unit in _TABLE_COLUMNS:
+        panel = panel.override_by_name(f"Value #{ref_id}", [_property("unit", unit)])
+    return panel
+
+
+def busy_against_limit() -> timeseries.Panel:
+    return (
+        graph(
+            "Busy workers and the cap",
+            "Busy workers per pool and process; the dashed red line is that pool's limit. "
+            "Busy flat against the line while requests slow down is starvation.",
+            "short",
+        )
+        .with_target(promql("busy", q.busy(M), "{{instance}} {{executor_name}} busy"))
+        .with_target(promql("limit", q.limit(M), "{{instance}} {{executor_name}} limit"))
+        .override_by_query("limit", CAP_LINE)
+    )
+
+
+def pending_tasks() -> timeseries.Panel:
+    return graph(
+        "Tasks waiting for a worker",
+        "executor.task.pending: tasks submitted and not yet started, per pool.",
+        "short",
+    ).with_target(promql("A", q.pending(M), "{{instance}} {{executor_name}}"))
+
+
+def wait_heatmap() -> heatmap.Panel:
+    return (
+        heatmap.Panel()
+        .title("Queue wait (exemplars open the trace)")
+        .description(
+            "executor.task.wait.duration per bucket. The dots are exemplars: click one to "
+            "open the trace of a task that waited that long."
+        )
+        .datasource(PROMETHEUS)
+        .calculate(False)
+        .unit("s")
+        .with_target(
+            prometheus.Dataquery()
+            .ref_id("A")
+            .expr(q.wait_heatmap(M, RATE))
+            .legend_format("{{le}}")
+            .format(PromQueryFormat.HEATMAP)
+            .range()
+            .exemplar(True)
+        )
+    )
+
+
+def wait_share() -> timeseries.Panel:
+    return (
+        graph(
+            "Share of request time spent waiting for a worker",
+            "Seconds tasks waited for workers per second of request time, by pool. Waits of "
+            "background tasks count too.",
+            "percentunit",
+        )
+        .with_target(
+            promql("A", q.wait_share_of_request_time(M, RATE), "{{job}} {{executor_name}}")
+        )
+        .stacking(options.StackingConfig().mode(common.StackingMode.NORMAL))
+    )
+
+
+def wait_and_run() -> timeseries.Panel:
+    return (
+        graph(
+            "Wait p95 and run p95 per pool",
+            "A wait as long as the run, or longer, means the pool is too small for its load.",
+            "s",
+        )
+        .with_target(promql("wait", q.wait_quantile(0.95, M, RATE), "{{executor_name}} wait p95"))
+        .with_target(promql("run", q.run_quantile(0.95, M, RATE), "{{executor_name}} run p95"))
+    )
+
+
+# --- Panels: event loop --------------------------------------------------------------
+
+
+def loop_lag() -> timeseries.Panel:
+    return (
+        graph(
+            "Event-loop lag and resume delay",
+            "asyncio.eventloop.lag p99: a blocked or overloaded loop, not a pool. Resume "
+            "delay p95: the time from a task's end until its awaiting coroutine ran.",
+            "s",
+        )
+        .with_target(promql("lag", q.loop_lag(0.99, M, RATE), "{{instance}} lag p99"))
+        .with_target(
+            promql(
+                "resume", q.resume_delay(0.95, M, RATE), "{{instance}} {{executor_name}} resume p95"
+            )
+        )
+    )
+
+
+def loop_blocked() -> timeseries.Panel:
+    return (
+        graph(
+            "Event loop blocked",
+            "asyncio.eventloop.blocked spans (from traces, via the collector's span metrics); "
+            "each span carries the stack that held the loop.",
+            "short",
+        )
+        .with_target(promql("A", q.loop_blocked(M, RATE), "{{instance}}"))
+        .draw_style(common.GraphDrawStyle.BARS)
+    )
+
+
+# --- Panels: LLM calls -----------------------------------------------------------------
+
+
+def llm_in_flight() -> timeseries.Panel:
+    return graph(
+        "LLM calls in flight",
+        "Mean concurrent LLM calls: call-seconds per second of gen_ai.client.operation.duration.",
+        "short",
+    ).with_target(promql("A", q.llm_in_flight(M, RATE), "{{job}} {{gen_ai_request_model}}"))
+
+
+def llm_first_chunk() -> timeseries.Panel:
+    return percentiles(
+        graph(
+            "Time to first chunk",
+            "gen_ai.client.operation.time_to_first_chunk of streamed calls.",
+            "s",
+        ),
+        lambda quantile: q.llm_quantile(p.LLM_FIRST_CHUNK, quantile, M, RATE),
+        "{{gen_ai_request_model}}",
+    )
+
+
+def llm_duration() -> timeseries.Panel:
+    return percentiles(
+        graph("LLM call duration", "gen_ai.client.operation.duration.", "s"),
+        lambda quantile: q.llm_quantile(p.LLM_DURATION, quantile, M, RATE),
+        "{{gen_ai_request_model}}",
+    )
+
+
+def llm_tokens() -> timeseries.Panel:
+    return graph(
+        "Tokens per second", "gen_ai.client.token.usage by gen_ai.token.type.", "short"
+    ).with_target(promql("A", q.llm_tokens_per_second(M, RATE), "{{job}} {{gen_ai_token_type}}"))
+
+
+def llm_pinned() -> timeseries.Panel:
+    return (
+        graph(
+            "Workers pinned by sync LLM calls",
+            "Worker-seconds per second spent inside sync LLM calls, by pool: how many of the "
+            "pool's workers an LLM call holds on average. Compare with the cap above; the fix "
+            "is an async client.",
+            "short",
+        )
+        .with_target(
+            promql("A", q.llm_pinned_workers(M, RATE), "{{instance}} {{executor_name}} pinned")
+        )
+        .with_target(promql("limit", q.limit(M), "{{instance}} {{executor_name}} limit"))
+        .override_by_query("limit", CAP_LINE)
+    )
+
+
+# --- Panels: traces ----------------------------------------------------------------------
+
+
+def slow_waits_tempo() -> table.Panel:
+    traceql = (
+        f'{{ resource.service.name =~ "$service" && name = "{semconv.SPAN_WAIT}" '
+        f'&& span.{semconv.ATTR_EXECUTOR_NAME} =~ "$pool" && duration >= {SLOW_WAIT} }}'
+    )
+    return (
+        table.Panel()
+        .title(f"Slowest recent waits (Tempo): executor.wait ≥ {SLOW_WAIT}")
+        .description("TraceQL search of executor.wait spans; click a trace to see its waterfall.")
+        .datasource(TEMPO)
+        .with_target(
+            tempo.TempoQuery()
+            .ref_id("A")
+            .query_type("traceql")
+            .query(traceql)
+            .limit(20)
+            .datasource(TEMPO)
+        )
+    )
+
+
+def slow_waits_jaeger() -> table.Panel:
+    return (
+        table.Panel()
+        .title(f"Slowest recent waits (Jaeger): executor.wait ≥ {SLOW_WAIT}")
+        .description("Jaeger search for executor.wait spans of the selected service.")
+        .datasource(JAEGER)
+        .with_target(
+            JaegerQuery(
+                "A",
+                datasource={"type": "jaeger", "uid": "${jaeger}"},
+                service="$service",
+                operation=semconv.SPAN_WAIT,
+                minDuration=SLOW_WAIT,
+                limit=20,
+            )
+        )
+    )
+
+
+def wait_spans() -> timeseries.Panel:
+    return graph(
+        "Tasks waiting, from executor.wait spans",
+        "For apps that export traces only: seconds in executor.wait spans per second (the "
+        "mean number of tasks queued), from the collector's span metrics.",
+        "short",
+    ).with_target(
+        promql(
+            "A",
+            q.wait_span_seconds(M, RATE),
+            "{{instance}} {{executor_name}} (limit {{executor_worker_limit}})",
+        )
+    )
+
+
+# --- Dashboard -----------------------------------------------------------------------
+
+ROWS: Final[tuple[tuple[str, tuple[tuple[Any, int], ...]], ...]] = (
+    ("Requests", ((request_rate, 8), (request_latency, 8), (requests_in_flight, 8))),
+    (
+        "Where requests wait",
+        (
+            (where_requests_wait, 24),
+            (busy_against_limit, 12),
+            (pending_tasks, 12),
+            (wait_heatmap, 12),
+            (wait_share, 12),
+            (wait_and_run, 24),
+        ),
+    ),
+    ("Event loop", ((loop_lag, 12), (loop_blocked, 12))),
+    (
+        "LLM calls",
+        (
+            (llm_in_flight, 8),
+            (llm_first_chunk, 8),
+            (llm_duration, 8),
+            (llm_tokens, 12),
+            (llm_pinned, 12),
+        ),
+    ),
+    ("Slowest waits", ((slow_waits_tempo, 12), (slow_waits_jaeger, 12), (wait_spans, 24))),
+)
+PANEL_HEIGHT: Final = 8
+
+
+def _variable(name: str, label: str, query: str) -> dash.QueryVariable:
+    return (
+        dash.QueryVariable(name)
+        .label(label)
+        .datasource(PROMETHEUS)
+        .query(query)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(ALL)
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
+def _datasource(name: str, label: str, plugin: str) -> dash.DatasourceVariable:
+    return dash.DatasourceVariable(name).label(label).type(plugin)
+
+
+def variables() -> list[Any]:
+    service = f"label_values({p.LIMIT}, {p.SERVICE})"
+    instance = f'label_values({p.LIMIT}{{{p.SERVICE}=~"$service"}}, {p.INSTANCE})'
+    pool = (
+        f'label_values({p.LIMIT}{{{p.SERVICE}=~"$service", {p.INSTANCE}=~"$instance"}}, {p.POOL})'
+    )
+    return [
+        _datasource("datasource", "Prometheus", "prometheus"),
+        _datasource("tempo", "Tempo", "tempo"),
+        _datasource("jaeger", "Jaeger", "jaeger"),
+        _variable("service", "Service", service),
+        _variable("instance", "Instance", instance),
+        _variable("pool", "Pool", pool),
+    ]
+
+
+def main_dashboard() -> dash.Dashboard:
+    board = (
+        dash.Dashboard(TITLE)
+        .uid(UID)
+        .tags(["poolscope", "asyncio", "thread-pool"])
+        .description(
+            "Time waiting for a worker, per pool, against each pool's cap; the event loop; "
+            "LLM calls. Generated by tools/stackgen from poolscope's telemetry names."
+        )
+        .editable()
+        .time("now-30m", "now")
+        .refresh("30s")
+        .timezone("browser")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+    )
+    for variable in variables():
+        board = board.with_variable(variable)
+    y = 0
+    for title, panels in ROWS:
+        board = board.with_row(dash.Row(title).grid_pos(model.GridPos(h=1, w=_WIDTH, x=0, y=y)))
+        y += 1
+        x = 0
+        for factory, width in panels:
+            if x + width > _WIDTH:
+                x, y = 0, y + PANEL_HEIGHT
+            panel = factory().grid_pos(model.GridPos(h=PANEL_HEIGHT, w=width, x=x, y=y))
+            board = board.with_panel(panel)
+            x += width
+        y += PANEL_HEIGHT
+    return board
+
+
+def dashboards() -> dict[str, Any]:
+    """Generated dashboards by file name."""
+    return {"poolscope.json": plain(main_dashboard().build())}
+
+
+def expressions(board: dict[str, Any]) -> Sequence[tuple[str, str, str]]:
+    """(panel title, refId, PromQL) of every Prometheus target in a dashboard's JSON."""
+    found = []
+    for panel in board.get("panels", []):
+        for target in panel.get("targets", []) or []:
+            if (target.get("datasource") or panel.get("datasource") or {}).get(
+                "type"
+            ) == "prometheus":
+                found.append((panel["title"], target["refId"], target["expr"]))
+    return found

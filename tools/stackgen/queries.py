@@ -1,0 +1,176 @@
+"""The PromQL the dashboards and alerts are made of, from poolscope's series names.
+
+Every function takes the label matchers to apply: the dashboards pass their
+template variables (``job=~"$service"``), the alert rules pass none. The
+``window`` is a range such as ``$__rate_interval`` or ``5m``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from poolscope import _promql as p
+from poolscope import semconv
+
+Matchers = Mapping[str, str]
+
+NO_MATCHERS: Final[Matchers] = {}
+DASHBOARD: Final[Matchers] = {
+    p.SERVICE: "~$service",
+    p.INSTANCE: "~$instance",
+    p.POOL: "~$pool",
+}
+"""The dashboard's template variables as label matchers (multi-value: regex)."""
+
+POOL_BY: Final = p.by(*p.POOL_KEY)
+POOL_ON: Final = p.on(*p.POOL_KEY)
+LOOP_BY: Final = p.by(*p.LOOP_KEY)
+
+
+def _service(m: Matchers) -> dict[str, str]:
+    """The matchers that apply to series without a pool label."""
+    return {k: v for k, v in m.items() if k != p.POOL}
+
+
+# --- Pools -------------------------------------------------------------------
+
+
+def busy(m: Matchers) -> str:
+    series = p.selector(p.WORKERS, **{p.WORKER_STATE: semconv.WORKER_STATE_BUSY}, **m)
+    return f"max {POOL_BY} ({series})"
+
+
+def limit(m: Matchers) -> str:
+    return f"max {POOL_BY} ({p.selector(p.LIMIT, **m)})"
+
+
+def pending(m: Matchers) -> str:
+    return f"max {POOL_BY} ({p.selector(p.PENDING, **m)})"
+
+
+def saturation(m: Matchers) -> str:
+    """Busy workers as a share of the pool's own limit, per process."""
+    return f"{busy(m)} / {POOL_ON} {limit(m)}"
+
+
+def peak_busy(m: Matchers, window: str) -> str:
+    series = p.selector(p.WORKERS, **{p.WORKER_STATE: semconv.WORKER_STATE_BUSY}, **m)
+    return f"max {POOL_BY} (max_over_time({series}[{window}]))"
+
+
+def peak_pending(m: Matchers, window: str) -> str:
+    return f"max {POOL_BY} (max_over_time({p.selector(p.PENDING, **m)}[{window}]))"
+
+
+def typical_saturation(m: Matchers, window: str) -> str:
+    """The median over ``window`` of busy/limit: saturated most of the time, not once."""
+    series = p.selector(p.WORKERS, **{p.WORKER_STATE: semconv.WORKER_STATE_BUSY}, **m)
+    return f"max {POOL_BY} (quantile_over_time(0.5, {series}[{window}])) / {POOL_ON} {limit(m)}"
+
+
+def quantile(histogram: str, q: float, by: tuple[str, ...], m: Matchers, window: str) -> str:
+    bucket = p.selector(f"{histogram}_bucket", **m)
+    return f"histogram_quantile({q}, sum {p.by(*by, 'le')} (rate({bucket}[{window}])))"
+
+
+def wait_quantile(q: float, m: Matchers, window: str) -> str:
+    return quantile(p.WAIT, q, p.POOL_KEY, m, window)
+
+
+def run_quantile(q: float, m: Matchers, window: str) -> str:
+    return quantile(p.RUN, q, p.POOL_KEY, m, window)
+
+
+def tasks_per_second(m: Matchers, window: str) -> str:
+    return f"sum {POOL_BY} (rate({p.selector(f'{p.WAIT}_count', **m)}[{window}]))"
+
+
+def waiting_tasks(m: Matchers, window: str) -> str:
+    """Seconds waited per second: the mean number of tasks queued (Little's law)."""
+    return f"sum {POOL_BY} (rate({p.selector(f'{p.WAIT}_sum', **m)}[{window}]))"
+
+
+def wait_heatmap(m: Matchers, window: str) -> str:
+    bucket = p.selector(f"{p.WAIT}_bucket", **m)
+    return f"sum by (le) (increase({bucket}[{window}]))"
+
+
+def wait_share_of_request_time(m: Matchers, window: str) -> str:
+    """Seconds waited for workers per second of request time, by pool."""
+    waited = f"sum {p.by(p.SERVICE, p.POOL)} (rate({p.selector(f'{p.WAIT}_sum', **m)}[{window}]))"
+    served = p.selector(f"{p.HTTP_DURATION}_sum", **_service(m))
+    return (
+        f"{waited} / {p.on(p.SERVICE)} group_left sum {p.by(p.SERVICE)} (rate({served}[{window}]))"
+    )
+
+
+# --- Requests ----------------------------------------------------------------
+
+
+def request_rate(m: Matchers, window: str) -> str:
+    count = p.selector(f"{p.HTTP_DURATION}_count", **_service(m))
+    return f"sum {p.by(p.SERVICE, p.ROUTE)} (rate({count}[{window}]))"
+
+
+def request_latency(q: float, m: Matchers, window: str) -> str:
+    return quantile(p.HTTP_DURATION, q, (p.SERVICE,), _service(m), window)
+
+
+def requests_in_flight(m: Matchers) -> str:
+    return f"sum {p.by(p.SERVICE, p.INSTANCE)} ({p.selector(p.HTTP_ACTIVE, **_service(m))})"
+
+
+# --- Event loop ----------------------------------------------------------------
+
+
+def loop_lag(q: float, m: Matchers, window: str) -> str:
+    return quantile(p.LAG, q, p.LOOP_KEY, _service(m), window)
+
+
+def resume_delay(q: float, m: Matchers, window: str) -> str:
+    return quantile(p.RESUME, q, p.POOL_KEY, m, window)
+
+
+def loop_blocked(m: Matchers, window: str) -> str:
+    """Blocked-loop spans, counted by the collector's span metrics connector."""
+    calls = p.selector(p.SPAN_CALLS, **{p.SPAN_NAME: semconv.SPAN_EVENTLOOP_BLOCKED}, **_service(m))
+    return f"sum {LOOP_BY} (increase({calls}[{window}]))"
+
+
+# --- Traces-only users: the span metrics of executor.wait spans ----------------------
+
+
+def wait_span_seconds(m: Matchers, window: str) -> str:
+    """Seconds spent in ``executor.wait`` spans per second, per pool and its limit."""
+    spans = p.selector(f"{p.SPAN_DURATION}_sum", **{p.SPAN_NAME: semconv.SPAN_WAIT}, **m)
+    return f"sum {p.by(*p.POOL_KEY, p.WORKER_LIMIT)} (rate({spans}[{window}]))"
+
+
+def wait_span_quantile(q: float, m: Matchers, window: str) -> str:
+    bucket = p.selector(f"{p.SPAN_DURATION}_bucket", **{p.SPAN_NAME: semconv.SPAN_WAIT}, **m)
+    return f"histogram_quantile({q}, sum {p.by(*p.POOL_KEY, 'le')} (rate({bucket}[{window}])))"
+
+
+# --- LLM calls -------------------------------------------------------------------
+
+
+def llm_in_flight(m: Matchers, window: str) -> str:
+    """Mean concurrent LLM calls: call-seconds per second (Little's law)."""
+    total = p.selector(f"{p.LLM_DURATION}_sum", **_service(m))
+    return f"sum {p.by(p.SERVICE, p.MODEL)} (rate({total}[{window}]))"
+
+
+def llm_quantile(histogram: str, q: float, m: Matchers, window: str) -> str:
+    return quantile(histogram, q, (p.SERVICE, p.MODEL), _service(m), window)
+
+
+def llm_tokens_per_second(m: Matchers, window: str) -> str:
+    total = p.selector(f"{p.LLM_TOKENS}_sum", **_service(m))
+    return f"sum {p.by(p.SERVICE, p.TOKEN_TYPE)} (rate({total}[{window}]))"
+
+
+def llm_pinned_workers(m: Matchers, window: str) -> str:
+    """Workers held by sync LLM calls on average: their seconds per second, by pool."""
+    total = p.selector(f"{p.LLM_DURATION}_sum", **{**m, p.POOL: m.get(p.POOL, "~.+")})
+    return f"sum {p.by(p.SERVICE, p.INSTANCE, p.POOL)} (rate({total}[{window}]))"
