@@ -32,6 +32,7 @@ BINARIES = {
     "jaeger": ("POOLSCOPE_JAEGER_BIN", None),
     "prometheus": ("POOLSCOPE_PROMETHEUS_BIN", "prometheus"),
     "promtool": ("POOLSCOPE_PROMTOOL_BIN", "promtool"),
+    "chromium": ("POOLSCOPE_CHROMIUM_BIN", "chromium"),
 }
 
 
@@ -203,17 +204,26 @@ def start_app(
     module: str,
     *,
     llm_url: str,
-    otlp_port: int,
+    otlp_port: int | None = None,
     extra_env: Mapping[str, str] | None = None,
 ) -> str:
-    """An example app under uvicorn in its own process, exporting every second."""
+    """An example app under uvicorn in its own process, exporting every second.
+
+    Without ``otlp_port`` it exports nothing (set ``OTEL_POOLSCOPE_PROMETHEUS_PORT``
+    in ``extra_env`` to read its metrics).
+    """
     port = free_port()
+    export = (
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}"}
+        if otlp_port
+        else {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+    )
     app = start(
         module,
         [sys.executable, str(ROOT / "examples" / f"{module}.py"), "--port", str(port)],
         {
             "POOLSCOPE_EXAMPLE_LLM_URL": llm_url,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+            **export,
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "OTEL_BSP_SCHEDULE_DELAY": "500",
             # every span of a few hundred requests a second, none dropped: the

@@ -9,6 +9,10 @@ import poolscope
 from poolscope import semconv
 
 EXPECTED_API = {
+    "Diagnosis",
+    "LoopWindow",
+    "PoolWindow",
+    "diagnose",
     "ConfigurationError",
     "InstrumentedCapacityLimiter",
     "InstrumentedSemaphore",

@@ -23,6 +23,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,18 +97,21 @@ def _prometheus_config(directory: Path, target: str) -> Path:
     return path
 
 
-def _load(url: str, spec: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+def _load(cleanup: ExitStack, url: str, spec: list[str]) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "_sustain.py"), url, str(LOAD_SECONDS), *spec],
         stdout=subprocess.PIPE,
         text=True,
     )
+    cleanup.enter_context(process)  # reaped (and its pipe closed) whatever happens
+    cleanup.callback(process.kill)
+    return process
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("stack")
-    with services(directory) as start:
+    with services(directory) as start, ExitStack() as cleanup:
         jaeger = start_jaeger(start)
         collector = start_collector(start, trace_store_port=jaeger["otlp"])
         port = free_port()
@@ -138,7 +142,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
 
         started = time.monotonic()
-        loads = {NAIVE: _load(naive, NAIVE_LOAD), FIXED: _load(fixed, FIXED_LOAD)}
+        loads = {
+            NAIVE: _load(cleanup, naive, NAIVE_LOAD),
+            FIXED: _load(cleanup, fixed, FIXED_LOAD),
+        }
         time.sleep(max(0.0, started + LOAD_SECONDS - 4 - time.monotonic()))
         evaluated_at = time.time() - 2  # scraped by now: export, batch and scrape are 1 s each
         firing = prometheus.api("alerts")["alerts"]
@@ -154,7 +161,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def _substitute(expr: str, service: str) -> str:
     """What Grafana sends for the dashboard's variables with one service selected."""
     return (
-        expr.replace("$service", service)
+        expr.replace("$trace_service", service)
+        .replace("$service", service)
         .replace("$instance", dashboard.ALL)
         .replace("$pool", dashboard.ALL)
         .replace("$__rate_interval", "15s")
@@ -206,15 +214,18 @@ def test_the_dashboards_jaeger_search_finds_long_waits_with_their_attributes(sta
     [search] = panel["targets"]
     duration = int(search["minDuration"].removesuffix("ms")) * 1000
     params = {
-        "service": search["service"].replace("$service", NAIVE),
+        "service": _substitute(search["service"], NAIVE),
         "operation": search["operation"],
         "minDuration": search["minDuration"],
         "limit": search["limit"],
         "start": int((stack.evaluated_at - 300) * 1e6),
-        "end": int((stack.evaluated_at + 300) * 1e6),
+        # traces that ended well before the load did: all their spans have arrived
+        "end": int((stack.evaluated_at - 5) * 1e6),
     }
     url = f"{stack.jaeger_url}/api/traces?{urllib.parse.urlencode(params)}"
-    traces = wait_until(lambda: http_get(url)["data"], timeout=30, what="Jaeger search results")
+    traces = wait_until(
+        lambda: _complete(http_get(url)["data"]), timeout=30, what="complete Jaeger search results"
+    )
     assert len(traces) == search["limit"]
     limits = {
         semconv.POOL_ASYNCIO_DEFAULT: DEFAULT_EXECUTOR_LIMIT,
@@ -239,6 +250,18 @@ def test_the_dashboards_jaeger_search_finds_long_waits_with_their_attributes(sta
                 if any(r["spanID"] == parent for r in s["references"])
             }
             assert semconv.SPAN_RUN in siblings
+
+
+def _complete(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``traces`` if every parent each span names is in its trace, else nothing."""
+    for trace in traces:
+        ids = {span["spanID"] for span in trace["spans"]}
+        for span in trace["spans"]:
+            if any(
+                r["spanID"] not in ids for r in span["references"] if r["refType"] == "CHILD_OF"
+            ):
+                return []
+    return traces
 
 
 def _root(spans: dict[str, Any], span_id: str) -> Any:
@@ -293,7 +316,7 @@ def test_the_dashboard_variables_list_both_apps_and_their_pools(stack: Stack) ->
         selector = _substitute(match.group(1), NAIVE)
         values = stack.prometheus.api(f"label/{match.group(2)}/values", **{"match[]": selector})
         assert values, (name, query)
-        if name == "service":
+        if name in ("service", "trace_service"):
             assert {NAIVE, FIXED} <= set(values)
         if name == "pool":
             assert {semconv.POOL_ASYNCIO_DEFAULT, semconv.POOL_ANYIO_DEFAULT} <= set(values)
@@ -323,6 +346,39 @@ def test_the_saturation_alert_fires_for_the_naive_app_and_not_the_fixed_one(
     naive = {a["labels"][p.POOL]: a for a in firing if a["labels"][p.SERVICE] == NAIVE}
     assert semconv.POOL_ASYNCIO_DEFAULT in naive, stack.alerts
     assert not [a for a in firing if a["labels"][p.SERVICE] == FIXED], firing
+    pool_alerts = {"PoolscopePoolSaturated", "PoolscopeQueueWaitHigh", "PoolscopeWaitSpansHigh"}
+    fixed_pool_alerts = [
+        a
+        for a in stack.alerts
+        if a["labels"]["alertname"] in pool_alerts and a["labels"][p.SERVICE] == FIXED
+    ]
+    assert not fixed_pool_alerts
     summary = naive[semconv.POOL_ASYNCIO_DEFAULT]["annotations"]["summary"]
     assert f"Pool {semconv.POOL_ASYNCIO_DEFAULT} (thread_pool) in {NAIVE}" in summary
     assert f"all {DEFAULT_EXECUTOR_LIMIT} workers busy" in summary
+
+
+def test_top_reads_every_app_and_process_from_the_prometheus_server(stack: Stack) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "poolscope",
+            "top",
+            stack.prometheus.url,
+            "--once",
+            "--interval",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "/" in line and "busy" not in line]
+    seen = {(line.split("/")[0], line.split()[1]) for line in rows if " " in line}
+    assert (NAIVE, semconv.POOL_ASYNCIO_DEFAULT) in seen
+    assert (NAIVE, semconv.POOL_ANYIO_DEFAULT) in seen
+    assert (FIXED, "llm-quota") in seen
+    assert f"{ANYIO_LIMIT}" in result.stdout and "event loop naive-llm-app/" in result.stdout

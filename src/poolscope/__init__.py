@@ -27,6 +27,9 @@ Settings (keyword, else environment variable, else default):
   ``anyio`` (all).
 
 Every name poolscope emits is defined in :mod:`poolscope.semconv`.
+:func:`diagnose` names the pool that starved (or the blocked event loop) from
+what the pools did; ``poolscope demo`` and ``poolscope top`` are the command
+line's way in.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from ._api import (
 from ._asgi import PoolscopeMiddleware
 from ._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore
 from ._configure import configure
+from ._diagnose import Diagnosis, LoopWindow, PoolWindow, diagnose
 from ._errors import ConfigurationError
 from ._instrumentor import PoolscopeInstrumentor
 from ._llm import LLMCall, llm_call
@@ -48,13 +52,17 @@ from ._version import __version__
 
 __all__ = [
     "ConfigurationError",
+    "Diagnosis",
     "InstrumentedCapacityLimiter",
     "InstrumentedSemaphore",
     "LLMCall",
+    "LoopWindow",
+    "PoolWindow",
     "PoolscopeInstrumentor",
     "PoolscopeMiddleware",
     "__version__",
     "configure",
+    "diagnose",
     "instrument",
     "instrument_executor",
     "instrument_limiter",

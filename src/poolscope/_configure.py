@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -198,11 +199,16 @@ def _sdk() -> Any:
 
 
 def _resource(plan: _Plan) -> Any:
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 
     # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
     attributes = {SERVICE_NAME: plan.service_name} if plan.service_name else {}
-    return Resource.create(attributes)
+    resource = Resource.create(attributes)
+    if SERVICE_INSTANCE_ID not in resource.attributes:
+        # Each process its own identity, so that the collector keeps one series
+        # per process and saturation stays per process (newer SDKs do this too).
+        resource = resource.merge(Resource({SERVICE_INSTANCE_ID: str(uuid.uuid4())}))
+    return resource
 
 
 def _tracer_provider(plan: _Plan, meter_provider: Any) -> Any:

@@ -6,8 +6,8 @@ metric into Prometheus series by rule: dots become underscores, the unit
 are dropped, monotonic counters get ``_total``, and the resource's
 ``service.name`` / ``service.instance.id`` become ``job`` / ``instance``.
 The names are derived here from :mod:`poolscope.semconv`, once; the
-dashboards, the alert rules, ``poolscope top`` and ``diagnose()`` query
-through this module and nothing else spells a series name.
+dashboards, the alert rules and ``poolscope top`` query through this module
+and nothing else spells a series name.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ SPAN_CALLS: Final = metric_name(f"{SPAN_METRICS_NAMESPACE}.calls", counter=True)
 # --- Labels --------------------------------------------------------------------
 
 SERVICE: Final = "job"
+"""The service: ``service.name`` (``service.namespace/service.name`` when namespaced)."""
+SERVICE_NAME: Final = label("service.name")
+"""``service.name`` itself, as the collector's config adds it (trace searches need it)."""
 INSTANCE: Final = "instance"
 POOL: Final = label(semconv.ATTR_EXECUTOR_NAME)
 POOL_TYPE: Final = label(semconv.ATTR_EXECUTOR_TYPE)

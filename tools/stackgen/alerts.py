@@ -48,6 +48,9 @@ class Alert:
     summary: str
     description: str
     guard: str | None = None
+    """An expression that must also hold (``and``)."""
+    unless: str | None = None
+    """An expression whose presence silences the alert (``unless``)."""
     key: tuple[str, ...] = p.POOL_KEY
     limit: str | None = LIMIT_FROM_SERIES
     """Where ``$LIMIT`` comes from: the limit series, a label of the measure, or nowhere."""
@@ -57,6 +60,8 @@ class Alert:
         expr = f"{self.measure} {self.condition}"
         if self.guard:
             expr = f"({expr})\nand {p.on(*self.key)}\n({self.guard})"
+        if self.unless:
+            expr = f"({expr})\nunless {p.on(*p.POOL_KEY)}\n({self.unless})"
         return expr
 
     @property
@@ -117,8 +122,8 @@ ALERTS: Final[tuple[Alert, ...]] = (
     Alert(
         name="PoolscopeEventLoopBlocked",
         measure=q.loop_blocked(q.NO_MATCHERS, WAIT_WINDOW),
-        condition="> 0",
-        for_="0s",
+        condition=">= 2",  # one stall (a first request's imports) is not a pattern
+        for_="1m",
         severity="info",
         summary=(
             "The event loop of {{ $labels.job }} on {{ $labels.instance }} was blocked "
@@ -142,10 +147,11 @@ ALERTS: Final[tuple[Alert, ...]] = (
             f"{_POOL} {_WHERE} (limit $LIMIT), from executor.wait spans"
         ),
         description=(
-            "For apps that export traces only: the collector's span metrics of "
-            "executor.wait spans. Only waits long enough to get a span count, so this is "
-            "a lower bound."
+            "For apps that export traces only (silent when the pool's metrics arrive): "
+            "the collector's span metrics of executor.wait spans. Only waits long enough "
+            "to get a span count, so this is a lower bound."
         ),
+        unless=q.limit(q.NO_MATCHERS),  # apps that export metrics have the alerts above
         key=(*p.POOL_KEY, p.WORKER_LIMIT),
         limit=LIMIT_FROM_LABEL,
     ),

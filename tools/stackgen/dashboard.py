@@ -233,8 +233,8 @@ def wait_heatmap() -> heatmap.Panel:
         heatmap.Panel()
         .title("Queue wait (exemplars open the trace)")
         .description(
-            "executor.task.wait.duration per bucket. The dots are exemplars: click one to "
-            "open the trace of a task that waited that long."
+            "Tasks per second by executor.task.wait.duration bucket. The dots are exemplars: "
+            "click one to open the trace of a task that waited that long."
         )
         .datasource(PROMETHEUS)
         .calculate(False)
@@ -301,12 +301,12 @@ def loop_lag() -> timeseries.Panel:
 def loop_blocked() -> timeseries.Panel:
     return (
         graph(
-            "Event loop blocked",
+            "Event loop blocked, per minute",
             "asyncio.eventloop.blocked spans (from traces, via the collector's span metrics); "
             "each span carries the stack that held the loop.",
             "short",
         )
-        .with_target(promql("A", q.loop_blocked(M, RATE), "{{instance}}"))
+        .with_target(promql("A", q.loop_blocked_per_minute(M, RATE), "{{instance}}"))
         .draw_style(common.GraphDrawStyle.BARS)
     )
 
@@ -370,7 +370,7 @@ def llm_pinned() -> timeseries.Panel:
 
 def slow_waits_tempo() -> table.Panel:
     traceql = (
-        f'{{ resource.service.name =~ "$service" && name = "{semconv.SPAN_WAIT}" '
+        f'{{ resource.service.name = "$trace_service" && name = "{semconv.SPAN_WAIT}" '
         f'&& span.{semconv.ATTR_EXECUTOR_NAME} =~ "$pool" && duration >= {SLOW_WAIT} }}'
     )
     return (
@@ -393,13 +393,13 @@ def slow_waits_jaeger() -> table.Panel:
     return (
         table.Panel()
         .title(f"Slowest recent waits (Jaeger): executor.wait ≥ {SLOW_WAIT}")
-        .description("Jaeger search for executor.wait spans of the selected service.")
+        .description("Jaeger search for executor.wait spans of the service chosen in 'Traces of'.")
         .datasource(JAEGER)
         .with_target(
             JaegerQuery(
                 "A",
                 datasource={"type": "jaeger", "uid": "${jaeger}"},
-                service="$service",
+                service="$trace_service",
                 operation=semconv.SPAN_WAIT,
                 minDuration=SLOW_WAIT,
                 limit=20,
@@ -469,6 +469,18 @@ def _variable(name: str, label: str, query: str) -> dash.QueryVariable:
     )
 
 
+def _trace_service() -> dash.QueryVariable:
+    """One service (a trace search takes one), named as the traces name it: service.name."""
+    return (
+        dash.QueryVariable("trace_service")
+        .label("Traces of")
+        .datasource(PROMETHEUS)
+        .query(f"label_values({p.LIMIT}, {p.SERVICE_NAME})")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+    )
+
+
 def _datasource(name: str, label: str, plugin: str) -> dash.DatasourceVariable:
     return dash.DatasourceVariable(name).label(label).type(plugin)
 
@@ -486,6 +498,7 @@ def variables() -> list[Any]:
         _variable("service", "Service", service),
         _variable("instance", "Instance", instance),
         _variable("pool", "Pool", pool),
+        _trace_service(),
     ]
 
 

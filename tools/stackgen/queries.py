@@ -92,8 +92,9 @@ def waiting_tasks(m: Matchers, window: str) -> str:
 
 
 def wait_heatmap(m: Matchers, window: str) -> str:
+    """Tasks per second by wait bucket (``rate``: each task lands in one cell)."""
     bucket = p.selector(f"{p.WAIT}_bucket", **m)
-    return f"sum by (le) (increase({bucket}[{window}]))"
+    return f"sum by (le) (rate({bucket}[{window}]))"
 
 
 def wait_share_of_request_time(m: Matchers, window: str) -> str:
@@ -132,10 +133,18 @@ def resume_delay(q: float, m: Matchers, window: str) -> str:
     return quantile(p.RESUME, q, p.POOL_KEY, m, window)
 
 
+def _blocked_calls(m: Matchers) -> str:
+    return p.selector(p.SPAN_CALLS, **{p.SPAN_NAME: semconv.SPAN_EVENTLOOP_BLOCKED}, **_service(m))
+
+
 def loop_blocked(m: Matchers, window: str) -> str:
-    """Blocked-loop spans, counted by the collector's span metrics connector."""
-    calls = p.selector(p.SPAN_CALLS, **{p.SPAN_NAME: semconv.SPAN_EVENTLOOP_BLOCKED}, **_service(m))
-    return f"sum {LOOP_BY} (increase({calls}[{window}]))"
+    """Blocked-loop spans in ``window``, counted by the collector's span metrics connector."""
+    return f"sum {LOOP_BY} (increase({_blocked_calls(m)}[{window}]))"
+
+
+def loop_blocked_per_minute(m: Matchers, window: str) -> str:
+    """Blocked-loop spans per minute (a rate: no double counting across panel points)."""
+    return f"60 * sum {LOOP_BY} (rate({_blocked_calls(m)}[{window}]))"
 
 
 # --- Traces-only users: the span metrics of executor.wait spans ----------------------

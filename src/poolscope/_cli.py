@@ -1,0 +1,131 @@
+"""The ``poolscope`` command: ``poolscope demo`` and ``poolscope top``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._errors import ConfigurationError
+
+__all__ = ["main"]
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers of users such as 1,10,100, got {text!r}"
+        ) from None
+    if not steps:
+        raise argparse.ArgumentTypeError("expected at least one number of users")
+    return steps
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="poolscope", description="Thread pool starvation, made visible."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the naive and the fixed LLM app side by side under rising load",
+        description=(
+            "Start a fake OpenAI-compatible server and two example apps on 127.0.0.1, "
+            "load them at rising concurrency, print what starved and why, and write an "
+            "HTML report."
+        ),
+    )
+    demo.add_argument(
+        "--duration", type=float, default=3.0, metavar="S", help="seconds per step (default 3)"
+    )
+    demo.add_argument(
+        "--steps",
+        type=_steps,
+        default=(1, 5, 10, 25, 50, 100),
+        metavar="N,N,...",
+        help="concurrent users per step (default 1,5,10,25,50,100)",
+    )
+    demo.add_argument(
+        "--output",
+        type=Path,
+        default=Path("poolscope-report.html"),
+        metavar="FILE",
+        help="where to write the HTML report (default poolscope-report.html)",
+    )
+    demo.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write the figures as JSON to FILE"
+    )
+    demo.add_argument(
+        "--otlp",
+        metavar="ENDPOINT",
+        help="send the apps' telemetry to this OTLP endpoint (e.g. the bundled collector, "
+        "http://127.0.0.1:4317) instead of the demo's own receiver",
+    )
+    for name, what in (("llm", "fake LLM server"), ("naive", "naive app"), ("fixed", "fixed app")):
+        demo.add_argument(
+            f"--{name}-port",
+            type=int,
+            default=0,
+            metavar="PORT",
+            help=f"port for the {what} (default: a free one)",
+        )
+
+    top = commands.add_parser(
+        "top",
+        help="watch a running app's pools live",
+        description=(
+            "Show each pool's busy workers against its limit, pending tasks, wait and run "
+            "p95 and event-loop lag, refreshed in place. URL is an app's Prometheus endpoint "
+            "(ending in /metrics) or a Prometheus server."
+        ),
+    )
+    top.add_argument(
+        "url",
+        nargs="?",
+        default="http://127.0.0.1:9464/metrics",
+        help="default http://127.0.0.1:9464/metrics",
+    )
+    top.add_argument(
+        "--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes"
+    )
+    top.add_argument(
+        "--once", action="store_true", help="print one reading (after one interval) and exit"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from ._demo import DemoSettings, run_demo
+
+            settings = DemoSettings(
+                steps=args.steps,
+                step_seconds=args.duration,
+                output=args.output,
+                otlp=args.otlp,
+                json_output=args.json,
+                llm_port=args.llm_port,
+                naive_port=args.naive_port,
+                fixed_port=args.fixed_port,
+            )
+            run_demo(settings)
+            return 0
+        from ._top import run_top
+
+        return run_top(args.url, interval=args.interval, once=args.once)
+    except ConfigurationError as error:
+        print(f"poolscope {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\npoolscope {args.command}: interrupted; stopped.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,553 @@
+"""``poolscope demo``: the naive and the fixed LLM app, side by side, under rising load.
+
+Starts the fake OpenAI-compatible server and both example apps as separate
+processes on free loopback ports, drives each app's async routes and then
+its sync routes with 1, 5, 10, 25, 50 and 100 concurrent users, reads every
+pool from the apps' own Prometheus endpoints while it does, and ends with a
+table per app, a diagnosis from :func:`poolscope.diagnose`, and a
+self-contained HTML report. Nothing leaves 127.0.0.1; no API key is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from . import _readings, semconv
+from ._diagnose import Diagnosis, LoopWindow, PoolWindow, diagnose
+from ._errors import ConfigurationError
+from ._loadgen import StepLoad, run_step
+from ._readings import Histogram, Snapshot
+
+__all__ = ["DemoRun", "DemoSettings", "run_demo"]
+
+NAIVE: Final = "naive"
+FIXED: Final = "fixed"
+APPS: Final = {NAIVE: "naive_app.py", FIXED: "fixed_app.py"}
+DEFAULT_STEPS: Final = (1, 5, 10, 25, 50, 100)
+SAMPLE_INTERVAL_S: Final = 0.25
+_NEEDS: Final = ("fastapi", "uvicorn", "openai", "httpx", "prometheus_client")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    about: str
+    paths: tuple[str, ...]
+
+
+SCENARIOS: Final = (
+    Scenario(
+        "async routes",
+        "async def routes that hand a sync SDK call or a sync HTTP fetch to the loop's "
+        "default executor",
+        ("/chat", "/search"),
+    ),
+    Scenario(
+        "sync routes",
+        "def routes, and a sync streaming route, that Starlette runs in anyio's worker threads",
+        ("/summary", "/stream"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    step_seconds: float = 3.0
+    output: Path = Path("poolscope-report.html")
+    otlp: str | None = None
+    json_output: Path | None = None
+    llm_port: int = 0
+    naive_port: int = 0
+    fixed_port: int = 0
+    first_token_ms: float = 400.0
+    per_token_ms: float = 15.0
+    tokens: int = 8
+
+    def check(self) -> None:
+        if not self.steps or any(s < 1 or s > 1000 for s in self.steps):
+            raise ConfigurationError(
+                f"--steps must be concurrency levels from 1 to 1000, got {list(self.steps)}"
+            )
+        if not 0.5 <= self.step_seconds <= 600:
+            raise ConfigurationError(
+                f"--duration must be 0.5 to 600 seconds per step, got {self.step_seconds:g}"
+            )
+        for flag, port in (
+            ("--llm-port", self.llm_port),
+            ("--naive-port", self.naive_port),
+            ("--fixed-port", self.fixed_port),
+        ):
+            if port and not _port_free(port):
+                raise ConfigurationError(
+                    f"{flag} {port}: the port is in use on 127.0.0.1; choose another, or "
+                    "leave the flag out to use a free one"
+                )
+        for flag, path in (("--output", self.output), ("--json", self.json_output)):
+            if path is not None and not path.resolve().parent.is_dir():
+                raise ConfigurationError(f"{flag}: directory {path.parent} does not exist")
+        if self.otlp is not None:
+            from ._configure import _check_url
+
+            _check_url("--otlp", self.otlp)
+        missing = [name for name in _NEEDS if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ConfigurationError(
+                f"poolscope demo needs {', '.join(missing)}: pip install 'poolscope[demo]'"
+            )
+
+
+@dataclass
+class StepResult:
+    app: str
+    scenario: str
+    load: StepLoad
+    pools: dict[str, PoolWindow]
+    lag_p99: float | None
+    wait_seconds: float
+    wait_histograms: dict[str, Histogram]
+
+    @property
+    def wait_share(self) -> float:
+        total = self.load.total_latency
+        return min(1.0, self.wait_seconds / total) if total else 0.0
+
+    def saturated_pool(self) -> PoolWindow | None:
+        saturated = [w for w in self.pools.values() if w.saturated]
+        return max(saturated, key=lambda w: w.pending_peak) if saturated else None
+
+
+@dataclass
+class DemoRun:
+    settings: DemoSettings
+    services: dict[str, str] = field(default_factory=dict)
+    """App key -> service.name."""
+    steps: list[StepResult] = field(default_factory=list)
+    busy: dict[str, list[tuple[float, str, float, float]]] = field(default_factory=dict)
+    """App key -> (seconds since start, pool, busy, limit) samples."""
+    diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
+    spans: list[Any] = field(default_factory=list)
+    traces_sent_to: str | None = None
+    started: float = 0.0
+    elapsed: float = 0.0
+
+    def step(self, app: str, scenario: str, concurrency: int) -> StepResult | None:
+        for result in self.steps:
+            if (result.app, result.scenario, result.load.concurrency) == (
+                app,
+                scenario,
+                concurrency,
+            ):
+                return result
+        return None
+
+    def speedup(self, scenario: str, concurrency: int) -> float | None:
+        naive, fixed = (
+            self.step(NAIVE, scenario, concurrency),
+            self.step(FIXED, scenario, concurrency),
+        )
+        if naive is None or fixed is None or not naive.load.throughput:
+            return None
+        return fixed.load.throughput / naive.load.throughput
+
+
+# --- Processes ---------------------------------------------------------------------
+
+
+def examples_dir() -> Path:
+    """The example apps: shipped inside the package, or the repository's examples/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_examples", here.parent.parent / "examples"):
+        if (candidate / "fake_llm.py").exists():
+            return candidate
+    raise ConfigurationError("the example apps are missing from this installation of poolscope")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _Child:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        self._file = log.open("wb")
+        self.process = subprocess.Popen(  # noqa: S603 (our own scripts, argv list)
+            argv,
+            env=env,
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a whole
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+            except ProcessLookupError:
+                pass
+        self._file.close()
+
+    def wait_ready(self, port: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.name} exited at start-up:\n{tail}")
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not listen on 127.0.0.1:{port} within {timeout:g} s")
+
+
+@dataclass(frozen=True)
+class _Apps:
+    urls: dict[str, str]
+    metrics: dict[str, str]
+    services: dict[str, str]
+
+
+@contextmanager
+def _processes(settings: DemoSettings, logs: Path, trace_endpoint: str | None) -> Iterator[_Apps]:
+    examples = examples_dir()
+    with ExitStack() as stack:
+
+        def start(name: str, argv: list[str], env: dict[str, str], port: int) -> None:
+            child = _Child(name, argv, {**os.environ, **env}, logs / f"{name}.log")
+            stack.callback(child.stop)
+            child.wait_ready(port)
+
+        llm_port = settings.llm_port or _free_port()
+        start(
+            "fake-llm",
+            [
+                sys.executable,
+                str(examples / "fake_llm.py"),
+                f"--port={llm_port}",
+                f"--first-token-ms={settings.first_token_ms}",
+                f"--per-token-ms={settings.per_token_ms}",
+                f"--tokens={settings.tokens}",
+            ],
+            {},
+            llm_port,
+        )
+        urls, metrics, services = {}, {}, {}
+        for app, script in APPS.items():
+            port = getattr(settings, f"{app}_port") or _free_port()
+            metrics_port = _free_port()
+            env = {
+                "POOLSCOPE_EXAMPLE_LLM_URL": f"http://127.0.0.1:{llm_port}",
+                "OTEL_POOLSCOPE_PROMETHEUS_PORT": str(metrics_port),
+                "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+                "OTEL_BSP_MAX_QUEUE_SIZE": "50000",
+            }
+            if settings.otlp:
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = settings.otlp
+            else:
+                env["OTEL_METRICS_EXPORTER"] = "none"  # read from the app's endpoint instead
+                if app == NAIVE and trace_endpoint:
+                    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = trace_endpoint
+                    env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+                else:
+                    env["OTEL_TRACES_EXPORTER"] = "none"
+            start(app, [sys.executable, str(examples / script), f"--port={port}"], env, port)
+            urls[app] = f"http://127.0.0.1:{port}"
+            metrics[app] = f"http://127.0.0.1:{metrics_port}/metrics"
+            services[app] = f"{app}-llm-app"
+        yield _Apps(urls, metrics, services)
+
+
+# --- Measuring ---------------------------------------------------------------------
+
+
+class _Sampler:
+    """Reads an app's pools every 250 ms during a step: peaks, means, the busy series."""
+
+    def __init__(self, url: str, started: float) -> None:
+        self.url = url
+        self.started = started
+        self.samples: list[Snapshot] = []
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            with suppress(_readings.SourceError):  # a sample missed under load
+                self.samples.append(await asyncio.to_thread(_readings.read, self.url))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), SAMPLE_INTERVAL_S)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _windows(
+    app: str,
+    concurrency: int,
+    before: Snapshot,
+    after: Snapshot,
+    samples: list[Snapshot],
+) -> tuple[dict[str, PoolWindow], dict[str, Histogram], float | None]:
+    windows, waits = {}, {}
+    for key, reading in after.pools.items():
+        previous = before.pools.get(key)
+        wait = reading.wait.since(previous.wait if previous else None)
+        run = reading.run.since(previous.run if previous else None)
+        seen = [s.pools[key] for s in samples if key in s.pools] or [reading]
+        busy = sorted(r.busy for r in seen)
+        pool = reading.pool
+        waits[pool] = wait
+        windows[pool] = PoolWindow(
+            pool=pool,
+            limit=reading.limit,
+            busy_peak=max(r.busy for r in seen),
+            busy_typical=busy[len(busy) // 2],
+            pending_peak=max(r.pending for r in seen),
+            tasks=wait.count,
+            wait_seconds=wait.sum,
+            run_seconds=run.sum,
+            duration=after.taken_at - before.taken_at,  # the span of the histograms' deltas
+            wait_p95=wait.quantile(0.95),
+            load=concurrency,
+            service=reading.service or app,
+            instance=reading.instance,
+            type=reading.type,
+        )
+    lag = None
+    for loop, histogram in after.lag.items():
+        lag = histogram.since(before.lag.get(loop)).quantile(0.99)
+    return windows, waits, lag
+
+
+async def _drive(
+    settings: DemoSettings,
+    apps: _Apps,
+    run: DemoRun,
+    progress: Callable[[str, int, int], None],
+) -> None:
+    import httpx
+
+    total = len(APPS) * len(SCENARIOS) * len(settings.steps)
+    done = 0
+    for app in APPS:
+        limits = httpx.Limits(max_connections=max(settings.steps) + 10)
+        async with httpx.AsyncClient(base_url=apps.urls[app], limits=limits, timeout=120) as client:
+            for path in {p for s in SCENARIOS for p in s.paths}:  # warm up every route
+                await client.get(path)
+            for scenario in SCENARIOS:
+                for concurrency in settings.steps:
+                    progress(f"{app} app, {scenario.name}, {concurrency} users", done, total)
+                    sampler = _Sampler(apps.metrics[app], run.started)
+                    before = await asyncio.to_thread(_readings.read, apps.metrics[app])
+                    sampling = asyncio.create_task(sampler.run())
+                    window_end = time.monotonic() + settings.step_seconds
+                    load = await run_step(
+                        client, scenario.paths, concurrency, settings.step_seconds
+                    )
+                    sampler.stop()
+                    await sampling
+                    after = await asyncio.to_thread(_readings.read, apps.metrics[app])
+                    # gauges while the load ran; histograms up to the end of the drain,
+                    # like the latencies
+                    in_window = [s for s in sampler.samples if s.taken_at <= window_end]
+                    pools, waits, lag = _windows(
+                        apps.services[app],
+                        concurrency,
+                        before,
+                        after,
+                        in_window,
+                    )
+                    run.steps.append(
+                        StepResult(
+                            app,
+                            scenario.name,
+                            load,
+                            pools,
+                            lag,
+                            sum(w.wait_seconds for w in pools.values()),
+                            waits,
+                        )
+                    )
+                    series = run.busy.setdefault(app, [])
+                    for sample in sampler.samples:
+                        for reading in sample.pools.values():
+                            series.append(
+                                (
+                                    sample.taken_at - run.started,
+                                    reading.pool,
+                                    reading.busy,
+                                    reading.limit,
+                                )
+                            )
+                    done += 1
+    progress("done", total, total)
+
+
+def _diagnose(run: DemoRun) -> None:
+    for app, service in run.services.items():
+        steps = [s for s in run.steps if s.app == app]
+        run.diagnoses[app] = diagnose(
+            (w for s in steps for w in s.pools.values()),
+            (
+                LoopWindow(s.lag_p99, s.load.seconds, load=s.load.concurrency, service=service)
+                for s in steps
+            ),
+        )
+
+
+def run_demo(
+    settings: DemoSettings, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> DemoRun:
+    """Run the whole demo; print the tables and the diagnosis; write the report."""
+    from ._otlp_receiver import TraceReceiver
+    from ._report import write_report
+
+    settings.check()
+    run = DemoRun(settings, started=time.monotonic())
+    progress = _Progress(err)
+    with ExitStack() as stack:
+        logs = Path(stack.enter_context(_tempdir()))
+        receiver = None if settings.otlp else stack.enter_context(TraceReceiver())
+        err.write("poolscope demo: starting the fake LLM server and the two apps on 127.0.0.1\n")
+        apps = stack.enter_context(
+            _processes(settings, logs, receiver.endpoint if receiver else None)
+        )
+        run.services = dict(apps.services)
+        asyncio.run(_drive(settings, apps, run, progress))
+        progress.finish()
+        if receiver is not None:
+            time.sleep(1.0)  # the last spans: the apps export every 200 ms
+            run.spans = receiver.snapshot()
+        else:
+            run.traces_sent_to = settings.otlp
+    run.elapsed = time.monotonic() - run.started
+    _diagnose(run)
+    from ._report import print_results
+
+    print_results(run, out)
+    write_report(run, settings.output)
+    out.write(f"\nReport: {settings.output.resolve()}\n")
+    if settings.json_output is not None:
+        settings.json_output.write_text(json.dumps(results(run), indent=2) + "\n")
+    return run
+
+
+def results(run: DemoRun) -> dict[str, Any]:
+    """The run's figures as plain data (``--json``)."""
+    return {
+        "elapsed_seconds": run.elapsed,
+        "services": run.services,
+        "steps": [
+            {
+                "app": step.app,
+                "scenario": step.scenario,
+                "users": step.load.concurrency,
+                "throughput": step.load.throughput,
+                "p50": step.load.percentile(0.5),
+                "p95": step.load.percentile(0.95),
+                "p99": step.load.percentile(0.99),
+                "failures": step.load.failures,
+                "wait_share": step.wait_share,
+                "loop_lag_p99": step.lag_p99,
+                "pools": {
+                    name: {
+                        "limit": w.limit,
+                        "busy_peak": w.busy_peak,
+                        "busy_typical": w.busy_typical,
+                        "pending_peak": w.pending_peak,
+                        "wait_p95": w.wait_p95,
+                        "saturated": w.saturated,
+                    }
+                    for name, w in step.pools.items()
+                },
+            }
+            for step in run.steps
+        ],
+        "diagnosis": {
+            app: {
+                "saturated": [
+                    {
+                        "pool": f.pool,
+                        "limit": f.limit,
+                        "saturated_at": f.saturated_at,
+                        "needed_workers": f.needed_workers,
+                    }
+                    for f in diagnosis.pools
+                ],
+                "event_loop": [loop.describe() for loop in diagnosis.loops],
+                "summary": diagnosis.summary(),
+            }
+            for app, diagnosis in run.diagnoses.items()
+        },
+    }
+
+
+@contextmanager
+def _tempdir() -> Iterator[str]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="poolscope-demo-") as directory:
+        yield directory
+
+
+class _Progress:
+    """One line, rewritten in place on a terminal; a line per step otherwise."""
+
+    WIDTH: Final = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        filled = round(self.WIDTH * done / total) if total else self.WIDTH
+        bar = "█" * filled + "░" * (self.WIDTH - filled)
+        line = f"  [{bar}] {done}/{total} {what}"
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# for the tables: which semconv pool names stand for what
+POOL_EXPLAINED: Final = {
+    semconv.POOL_ASYNCIO_DEFAULT: "the event loop's default executor",
+    semconv.POOL_ANYIO_DEFAULT: "anyio's default thread limiter",
+}

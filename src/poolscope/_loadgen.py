@@ -1,0 +1,92 @@
+"""The demo's load generator: N concurrent users for a fixed time, then drain.
+
+Each of ``concurrency`` users sends a GET, waits for the answer and sends the
+next, for ``seconds``; then every request in flight is allowed to finish
+(up to ``drain_limit``), so the next step starts from an idle app instead of
+inheriting the last step's queue. Throughput counts the answers that arrived
+within the step; latencies include the requests that finished while
+draining, so a starved app's slowest requests are not left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["StepLoad", "run_step"]
+
+
+@dataclass
+class StepLoad:
+    concurrency: int
+    started: float
+    """Wall-clock start (epoch seconds), to line up with span timestamps."""
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    """Seconds, of every request answered with 200."""
+    completed_in_window: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    unfinished: int = 0
+    ended: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return self.completed_in_window / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        index = min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))
+        return ordered[index]
+
+    @property
+    def total_latency(self) -> float:
+        return sum(self.latencies)
+
+
+async def run_step(
+    client: Any,
+    paths: tuple[str, ...],
+    concurrency: int,
+    seconds: float,
+    *,
+    drain_limit: float = 30.0,
+) -> StepLoad:
+    """Drive ``client`` (an ``httpx.AsyncClient``) over ``paths``, round-robin per user."""
+    import httpx
+
+    result = StepLoad(concurrency, time.time(), seconds)
+    start = time.monotonic()
+    window_end = start + seconds
+
+    async def user(number: int) -> None:
+        path = paths[number % len(paths)]
+        while time.monotonic() < window_end:
+            sent = time.monotonic()
+            try:
+                response = await client.get(path)
+            except httpx.HTTPError as error:
+                kind = type(error).__name__
+                result.failures[kind] = result.failures.get(kind, 0) + 1
+                continue
+            done = time.monotonic()
+            if response.status_code != 200:
+                kind = f"HTTP {response.status_code}"
+                result.failures[kind] = result.failures.get(kind, 0) + 1
+                continue
+            result.latencies.append(done - sent)
+            if done <= window_end:
+                result.completed_in_window += 1
+
+    tasks = [asyncio.create_task(user(n)) for n in range(concurrency)]
+    _, pending = await asyncio.wait(tasks, timeout=seconds + drain_limit)
+    for task in pending:
+        task.cancel()
+    result.unfinished = len(pending)
+    if pending:
+        await asyncio.wait(pending)
+    result.ended = time.time()
+    return result

@@ -1,0 +1,219 @@
+"""The ``poolscope`` command: bad input, Ctrl-C, and ``top`` in a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _stack import ROOT, free_port, services, start_app, start_fake_llm, tcp_open, wait_until
+from poolscope import semconv
+
+POOLSCOPE = [sys.executable, "-m", "poolscope"]
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*POOLSCOPE, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _processes_with(marker: str) -> list[int]:
+    """PIDs whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+        (["demo", "--steps", "1,x"], "expected comma-separated numbers of users"),
+        (["demo", "--steps", "0,5"], "--steps must be concurrency levels from 1 to 1000"),
+        (["demo", "--duration", "0"], "--duration must be 0.5 to 600 seconds"),
+        (["demo", "--otlp", "localhost:4317"], "--otlp must be an http:// or https:// URL"),
+        (["demo", "--output", "/no/such/dir/r.html"], "--output: directory /no/such/dir"),
+        (["top", "not-a-url"], "expected an http:// URL, got 'not-a-url'"),
+        (["top", "--interval", "0"], "--interval must be 0.1 to 3600 seconds"),
+        (["nonsense"], "invalid choice: 'nonsense'"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_a_nonzero_exit(args: list[str], message: str) -> None:
+    result = _run(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_refused_before_anything_starts() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = _run("demo", "--naive-port", str(port))
+    assert result.returncode == 2
+    assert f"--naive-port {port}: the port is in use on 127.0.0.1" in result.stderr
+    assert time.monotonic() - started < 20
+    assert not _processes_with(str(ROOT / "examples" / "fake_llm.py"))
+
+
+def test_top_says_when_the_endpoint_is_unreachable() -> None:
+    port = free_port()
+    result = _run("top", f"http://127.0.0.1:{port}/metrics", "--once")
+    assert result.returncode == 1
+    assert f"cannot reach http://127.0.0.1:{port}/metrics" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_during_the_demo_stops_every_process_it_started(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("llm", "naive", "fixed")}
+    demo = subprocess.Popen(
+        [
+            *POOLSCOPE,
+            "demo",
+            f"--output={tmp_path / 'r.html'}",
+            *(f"--{name}-port={port}" for name, port in ports.items()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: tcp_open(ports["fixed"]), timeout=60, what="the demo's apps")
+        time.sleep(1.0)  # into the first load step
+        demo.send_signal(signal.SIGINT)
+        _, err = demo.communicate(timeout=30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130
+    assert "interrupted; stopped" in err
+    assert "Traceback" not in err
+    for port in ports.values():
+        assert not _processes_with(f"--port={port}"), port
+        assert not tcp_open(port)
+    assert not (tmp_path / "r.html").exists()
+
+
+class Terminal:
+    """A child process on a real pseudo-terminal; its screen output accumulates in ``text``."""
+
+    def __init__(self, argv: list[str], rows: int = 40, columns: int = 160) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        # the size comes from the terminal, not from COLUMNS/LINES the test runner exports
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        self.process = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True, env=env
+        )
+        os.close(slave)
+        self.text = ""
+
+    def read_until(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.text)
+            if match:
+                return match
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.text += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:  # the child closed the terminal
+                    break
+        raise AssertionError(f"{pattern!r} never appeared on the terminal:\n{self.text[-3000:]}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal() -> Iterator[list[Terminal]]:
+    opened: list[Terminal] = []
+    yield opened
+    for term in opened:
+        term.close()
+
+
+def _naive_app(start: Callable[..., Any]) -> tuple[str, str]:
+    """The naive example app serving its metrics; (app URL, metrics URL)."""
+    metrics_port = free_port()
+    app = start_app(
+        start,
+        "naive_app",
+        llm_url=start_fake_llm(start),
+        extra_env={"OTEL_POOLSCOPE_PROMETHEUS_PORT": str(metrics_port)},
+    )
+    return app, f"http://127.0.0.1:{metrics_port}/metrics"
+
+
+def test_top_shows_a_starving_app_live_and_quits_on_ctrl_c(
+    tmp_path: Path, terminal: list[Terminal]
+) -> None:
+    with services(tmp_path) as start:
+        app, url = _naive_app(start)
+        load = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "_sustain.py"), app, "30", "/chat:20"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            top = Terminal([*POOLSCOPE, "top", url, "--interval", "0.5"])
+            terminal.append(top)
+            row = top.read_until(
+                rf"{re.escape(semconv.POOL_ASYNCIO_DEFAULT)}\s+(█+)·*\s+(\d+)/(\d+)\s+(\d+)"
+                r".*SATURATED",
+                timeout=30,
+            )
+            bar, busy, limit, pending = row.groups()
+            assert int(limit) == min(32, (os.cpu_count() or 1) + 4)
+            assert int(busy) == int(limit) and len(bar) == 20 and int(pending) > 0
+            assert "\x1b[2J" in top.text  # redrawn in place, not scrolled
+            assert top.text.count("poolscope top:") >= 2
+            top.process.send_signal(signal.SIGINT)
+            top.read_until("poolscope top: stopped", timeout=10)
+            assert top.process.wait(10) == 0
+            assert "Traceback" not in top.text
+        finally:
+            load.kill()
+            load.wait()
+
+
+def test_top_exits_with_a_message_when_the_app_goes_away(
+    tmp_path: Path, terminal: list[Terminal]
+) -> None:
+    with services(tmp_path) as start:
+        _, url = _naive_app(start)
+        top = Terminal([*POOLSCOPE, "top", url, "--interval", "0.3"])
+        terminal.append(top)
+        top.read_until("busy/limit", timeout=20)
+    # services() stopped the app: top must notice and leave
+    top.read_until(f"cannot reach {re.escape(url)}", timeout=15)
+    assert top.process.wait(10) == 1
+    assert "Traceback" not in top.text

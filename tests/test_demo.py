@@ -1,0 +1,194 @@
+"""``poolscope demo`` with its default settings, and its report in a real headless Chromium.
+
+One run of the real command (three processes on loopback, real load, about
+100 s here) feeds every test in this module. The figures asserted come from
+that run's own ``--json`` output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _stack import binary, free_port, services, start_collector
+from poolscope import semconv
+
+pytestmark = pytest.mark.slow
+
+DEFAULT_EXECUTOR_LIMIT = min(32, (os.cpu_count() or 1) + 4)
+ANYIO_LIMIT = 40
+TOP = 100
+
+
+@dataclass
+class Demo:
+    elapsed: float
+    stdout: str
+    results: dict[str, Any]
+    report: Path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    directory = tmp_path_factory.mktemp("demo")
+    report, figures = directory / "report.html", directory / "results.json"
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "poolscope",
+            "demo",
+            f"--output={report}",
+            f"--json={figures}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Demo(elapsed, result.stdout, json.loads(figures.read_text()), report)
+
+
+def http_get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def _step(demo: Demo, app: str, scenario: str, users: int) -> dict[str, Any]:
+    [step] = [
+        s
+        for s in demo.results["steps"]
+        if (s["app"], s["scenario"], s["users"]) == (app, scenario, users)
+    ]
+    return step
+
+
+def test_the_demo_finishes_within_three_minutes_with_every_request_answered(demo: Demo) -> None:
+    assert demo.elapsed < 180, f"the demo took {demo.elapsed:.0f} s"
+    steps = demo.results["steps"]
+    assert len(steps) == 2 * 2 * 6
+    assert all(not s["failures"] for s in steps), [s["failures"] for s in steps]
+
+
+def test_the_fixed_app_serves_five_times_the_naive_apps_async_routes_at_100_users(
+    demo: Demo,
+) -> None:
+    naive = _step(demo, "naive", "async routes", TOP)
+    fixed = _step(demo, "fixed", "async routes", TOP)
+    assert fixed["throughput"] >= 5 * naive["throughput"], (naive, fixed)
+    assert fixed["p95"] < naive["p95"]
+
+
+def test_on_sync_routes_the_fix_is_bounded_by_anyios_forty_seats(demo: Demo) -> None:
+    # 100 users against 40 worker threads: the naive app can serve at most 40
+    # at a time, so the fix gains at most 100/40 = 2.5x here (not 5x).
+    naive = _step(demo, "naive", "sync routes", TOP)
+    fixed = _step(demo, "fixed", "sync routes", TOP)
+    assert fixed["throughput"] >= 1.8 * naive["throughput"], (naive, fixed)
+    assert naive["wait_share"] > 0.2 and fixed["wait_share"] < 0.05
+
+
+def test_the_diagnosis_names_each_starved_pool_with_its_limit(demo: Demo) -> None:
+    naive = {f["pool"]: f for f in demo.results["diagnosis"]["naive"]["saturated"]}
+    assert naive[semconv.POOL_ASYNCIO_DEFAULT]["limit"] == DEFAULT_EXECUTOR_LIMIT
+    assert naive[semconv.POOL_ANYIO_DEFAULT]["limit"] == ANYIO_LIMIT
+    # the default executor saturates as soon as the users outnumber its threads
+    first = naive[semconv.POOL_ASYNCIO_DEFAULT]["saturated_at"]
+    assert DEFAULT_EXECUTOR_LIMIT < first <= 2 * DEFAULT_EXECUTOR_LIMIT
+    assert ANYIO_LIMIT < naive[semconv.POOL_ANYIO_DEFAULT]["saturated_at"] <= TOP
+    for finding in naive.values():
+        assert finding["needed_workers"] > finding["limit"]
+    assert demo.results["diagnosis"]["fixed"]["saturated"] == []
+    assert f"{semconv.POOL_ASYNCIO_DEFAULT} in naive-llm-app hit its limit" in demo.stdout
+    assert "fixed-llm-app: No pool hit its limit" in demo.stdout
+
+
+def test_the_report_renders_its_plots_in_chromium_offline(demo: Demo, tmp_path: Path) -> None:
+    chromium = binary("chromium")
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    requests: list[str] = []
+    screenshot = tmp_path / "report.png"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(demo.report.as_uri())
+            page.screenshot(path=str(screenshot), full_page=True)
+            figures = page.evaluate(
+                """() => Object.fromEntries([...document.querySelectorAll('figure')].map(f => [
+                    f.id,
+                    [...f.querySelectorAll('g.series')].map(g => ({
+                        name: g.dataset.series,
+                        width: g.getBBox().width,
+                        height: g.getBBox().height,
+                        points: (g.querySelector('polyline')?.points.numberOfItems) ?? 0,
+                        rects: g.querySelectorAll('rect').length,
+                    })),
+                ]))"""
+            )
+        finally:
+            browser.close()
+    assert errors == []
+    assert requests == [demo.report.as_uri()]
+    assert screenshot.stat().st_size > 50_000
+
+    latency = {s["name"]: s for s in figures["latency"]}
+    assert set(latency) == {
+        f"{app} · {scenario} p95"
+        for app in ("naive", "fixed")
+        for scenario in ("async routes", "sync routes")
+    }
+    assert all(s["points"] == 6 and s["width"] > 100 for s in latency.values())
+    busy = {s["name"]: s for s in figures["busy-naive"]}
+    for pool in (semconv.POOL_ASYNCIO_DEFAULT, semconv.POOL_ANYIO_DEFAULT):
+        assert busy[f"{pool} busy"]["points"] > 20 and busy[f"{pool} busy"]["height"] > 0
+        assert busy[f"{pool} limit"]["points"] == 2  # the cap: a flat line
+    waits = {s["name"]: s for s in figures["waits"]}
+    assert waits[f"naive · {semconv.POOL_ASYNCIO_DEFAULT}"]["rects"] > 0
+    assert any(s["name"] == "wait" and s["width"] > 0 for s in figures["waterfall"])
+
+
+def test_with_otlp_the_apps_telemetry_goes_to_the_bundled_collector(tmp_path: Path) -> None:
+    with services(tmp_path) as start:
+        collector = start_collector(start, trace_store_port=free_port())
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "poolscope",
+                "demo",
+                "--steps=1,10",
+                "--duration=1",
+                f"--output={tmp_path / 'report.html'}",
+                f"--otlp=http://127.0.0.1:{collector['grpc']}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        exported = http_get_text(f"http://127.0.0.1:{collector['prometheus']}/metrics")
+    for service in ("naive-llm-app", "fixed-llm-app"):
+        assert re.search(rf'executor_worker_limit{{[^}}]*job="{service}"', exported), service
+    report = (tmp_path / "report.html").read_text()
+    assert f"Traces went to http://127.0.0.1:{collector['grpc']}" in report
