@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -97,7 +98,7 @@ async def stream(q: str = "tell me a story") -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
-poolscope.configure(app, service_name=SERVICE_NAME)
+poolscope.configure(app, service_name=os.environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME)
 
 if __name__ == "__main__":
     run(app, "the fixed example app")

@@ -31,6 +31,7 @@ collector listens on 127.0.0.1:4317).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -98,7 +99,7 @@ def stream(q: str = "tell me a story") -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
-poolscope.configure(app, service_name=SERVICE_NAME)
+poolscope.configure(app, service_name=os.environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME)
 
 if __name__ == "__main__":
     run(app, "the naive example app")

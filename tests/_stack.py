@@ -244,3 +244,50 @@ def start_fake_llm(start: Callable[..., Service]) -> str:
     )
     llm.wait_ready(lambda: tcp_open(port))
     return f"http://127.0.0.1:{port}"
+
+
+SCRAPE = "1s"
+
+
+def _prometheus_config(directory: Path, target: str) -> Path:
+    """The repository's prometheus.yml with the test's target and 1 s intervals.
+
+    The rules are the generated file with each ``for:`` cut to 0 s, so that a
+    test of a few dozen seconds can see the alerts fire; the real durations
+    are covered by the promtool unit tests.
+    """
+    import yaml
+
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE}
+    [job] = config["scrape_configs"]
+    job["static_configs"] = [{"targets": [target]}]
+    rules = yaml.safe_load((ROOT / "prometheus" / "rules" / "poolscope.rules.yaml").read_text())
+    for group in rules["groups"]:
+        group["interval"] = SCRAPE
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    (directory / "rules.yaml").write_text(yaml.safe_dump(rules))
+    config["rule_files"] = [str(directory / "rules.yaml")]
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start_prometheus(start: Callable[..., Service], directory: Path, target: str) -> Prometheus:
+    """Debian's Prometheus scraping ``target`` every second, with our rules loaded."""
+    port = free_port()
+    config = _prometheus_config(directory, target)
+    server = start(
+        "prometheus",
+        [
+            binary("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--enable-feature=exemplar-storage",
+        ],
+    )
+    prometheus = Prometheus(port)
+    server.wait_ready(lambda: http_get(f"{prometheus.url}/api/v1/status/buildinfo"))
+    return prometheus

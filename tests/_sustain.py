@@ -1,10 +1,12 @@
 """A time-bounded closed-loop load generator, in its own process.
 
-    python tests/_sustain.py URL SECONDS PATH:CONCURRENCY[:PAUSE] ...
+    python tests/_sustain.py [--no-keepalive] URL SECONDS PATH:CONCURRENCY[:PAUSE] ...
 
 For SECONDS, CONCURRENCY workers per PATH each send a GET, wait for the
 answer, pause PAUSE seconds (default 0) and go again. Prints the status codes
 per path as JSON. Bounded in time, and in count by the closed loop.
+``--no-keepalive`` opens a connection per request, so that a server with
+several worker processes sharing one socket gets requests in every worker.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ async def _worker(
             await asyncio.sleep(pause)
 
 
-async def main(url: str, seconds: float, specs: list[str]) -> dict[str, dict[str, int]]:
+async def main(
+    url: str, seconds: float, specs: list[str], *, keepalive: bool = True
+) -> dict[str, dict[str, int]]:
     until = time.monotonic() + seconds
     results: dict[str, Counter[str]] = {}
     workers = []
@@ -41,7 +45,9 @@ async def main(url: str, seconds: float, specs: list[str]) -> dict[str, dict[str
         path, concurrency, *rest = spec.split(":")
         plan.append((path, int(concurrency), float(rest[0]) if rest else 0.0))
         total += int(concurrency)
-    limits = httpx.Limits(max_connections=total, max_keepalive_connections=total)
+    limits = httpx.Limits(
+        max_connections=total, max_keepalive_connections=total if keepalive else 0
+    )
     async with httpx.AsyncClient(base_url=url, limits=limits) as client:
         for path, concurrency, pause in plan:
             seen = results.setdefault(path, Counter())
@@ -51,4 +57,8 @@ async def main(url: str, seconds: float, specs: list[str]) -> dict[str, dict[str
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(sys.argv[1], float(sys.argv[2]), sys.argv[3:]))))
+    arguments = sys.argv[1:]
+    keep = "--no-keepalive" not in arguments
+    arguments = [a for a in arguments if a != "--no-keepalive"]
+    result = asyncio.run(main(arguments[0], float(arguments[1]), arguments[2:], keepalive=keep))
+    print(json.dumps(result))

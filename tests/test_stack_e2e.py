@@ -25,7 +25,6 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,14 +34,13 @@ from tools.stackgen import alerts, dashboard
 from _stack import (
     ROOT,
     Prometheus,
-    binary,
-    free_port,
     http_get,
     services,
     start_app,
     start_collector,
     start_fake_llm,
     start_jaeger,
+    start_prometheus,
     wait_until,
 )
 from poolscope import _promql as p
@@ -53,7 +51,6 @@ pytestmark = pytest.mark.slow
 NAIVE = "naive-llm-app"
 FIXED = "fixed-llm-app"
 LOAD_SECONDS = 40
-SCRAPE = "1s"
 DEFAULT_EXECUTOR_LIMIT = min(32, (os.cpu_count() or 1) + 4)
 ANYIO_LIMIT = 40
 
@@ -74,29 +71,6 @@ class Stack:
     """Prometheus's alerts at ``evaluated_at``."""
 
 
-def _prometheus_config(directory: Path, target: str) -> Path:
-    """The repository's prometheus.yml with the test's target and 1 s intervals.
-
-    The rules are the generated file with each ``for:`` cut to 0 s, so that a
-    40 s test can see the alerts fire; the real durations are covered by the
-    promtool unit tests.
-    """
-    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE}
-    [job] = config["scrape_configs"]
-    job["static_configs"] = [{"targets": [target]}]
-    rules = yaml.safe_load((ROOT / "prometheus" / "rules" / "poolscope.rules.yaml").read_text())
-    for group in rules["groups"]:
-        group["interval"] = SCRAPE
-        for rule in group["rules"]:
-            rule["for"] = "0s"
-    (directory / "rules.yaml").write_text(yaml.safe_dump(rules))
-    config["rule_files"] = [str(directory / "rules.yaml")]
-    path = directory / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def _load(cleanup: ExitStack, url: str, spec: list[str]) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "_sustain.py"), url, str(LOAD_SECONDS), *spec],
@@ -114,20 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with services(directory) as start, ExitStack() as cleanup:
         jaeger = start_jaeger(start)
         collector = start_collector(start, trace_store_port=jaeger["otlp"])
-        port = free_port()
-        config = _prometheus_config(directory, f"127.0.0.1:{collector['prometheus']}")
-        server = start(
-            "prometheus",
-            [
-                binary("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={directory / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--enable-feature=exemplar-storage",
-            ],
-        )
-        prometheus = Prometheus(port)
-        server.wait_ready(lambda: http_get(f"{prometheus.url}/api/v1/status/buildinfo"))
+        prometheus = start_prometheus(start, directory, f"127.0.0.1:{collector['prometheus']}")
         llm = start_fake_llm(start)
         naive = start_app(start, "naive_app", llm_url=llm, otlp_port=collector["grpc"])
         fixed = start_app(start, "fixed_app", llm_url=llm, otlp_port=collector["grpc"])

@@ -204,11 +204,44 @@ def _resource(plan: _Plan) -> Any:
     # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
     attributes = {SERVICE_NAME: plan.service_name} if plan.service_name else {}
     resource = Resource.create(attributes)
-    if SERVICE_INSTANCE_ID not in resource.attributes:
-        # Each process its own identity, so that the collector keeps one series
-        # per process and saturation stays per process (newer SDKs do this too).
-        resource = resource.merge(Resource({SERVICE_INSTANCE_ID: str(uuid.uuid4())}))
-    return resource
+    identity = _process_identity()
+    if SERVICE_INSTANCE_ID in resource.attributes:
+        del identity[SERVICE_INSTANCE_ID]  # the one the application chose
+    return resource.merge(Resource(identity))
+
+
+def _process_identity() -> dict[str, Any]:
+    """What tells this process apart: its own ``service.instance.id``, its pid.
+
+    Every process exports under its own identity, so the collector keeps one
+    series per process and a pool's saturation stays per process.
+    """
+    from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_INSTANCE_ID
+
+    return {SERVICE_INSTANCE_ID: str(uuid.uuid4()), PROCESS_PID: os.getpid()}
+
+
+def _reidentify_after_fork() -> None:
+    """A forked worker (gunicorn --preload, multiprocessing) is a new process.
+
+    The providers configure() made were copied from the parent with its
+    identity; give them the child's, or every worker would export under the
+    parent's ``service.instance.id`` and their series would overwrite each
+    other. (Recent SDKs renew the instance id at fork too; the pid is ours.)
+    """
+    try:
+        from opentelemetry.sdk.resources import Resource
+
+        identity = Resource(_process_identity())
+        for provider in (_ours.get("tracer_provider"), _ours.get("meter_provider")):
+            update = getattr(provider, "_update_resource", None)
+            if update is not None:
+                update(identity)
+    except Exception:
+        logger.warning("poolscope: could not renew the process identity after fork", exc_info=True)
+
+
+os.register_at_fork(after_in_child=_reidentify_after_fork)
 
 
 def _tracer_provider(plan: _Plan, meter_provider: Any) -> Any:

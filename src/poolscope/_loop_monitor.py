@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import selectors
 import sys
 import threading
@@ -256,3 +257,15 @@ def stop_all() -> None:
         _watchdog.monitors.clear()
     for monitor in monitors:
         monitor.stop()
+
+
+def _reset_after_fork() -> None:
+    # Only the forking thread survives: the watchdog thread is gone, its lock may
+    # have been held, and the parent's loops do not run in the child. The
+    # child's loops are monitored afresh when they serve.
+    _watchdog.lock = threading.Lock()
+    _watchdog.thread = None
+    _watchdog.monitors = weakref.WeakKeyDictionary()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import threading
 import weakref
@@ -141,10 +142,25 @@ class _Registry:
         with self._lock:
             return list(self._pools.values())
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: only the forking thread exists, so no task of the
+        parent runs or waits here, and the parent's event loops do not run.
+        Pools of those loops (named for the loop) are forgotten, to be registered
+        again by the child's own loops; pools the application made keep their
+        names, with empty counts. Every lock is new: another thread may have
+        held one at the fork."""
+        self._lock = threading.Lock()
+        for key, pool in list(self._pools.items()):
+            pool.lock = threading.Lock()
+            pool.busy = pool.pending = 0
+            if pool.name in _PER_LOOP_POOLS:
+                del self._pools[key]
 
+
+_PER_LOOP_POOLS: Final = frozenset({semconv.POOL_ASYNCIO_DEFAULT, semconv.POOL_ANYIO_DEFAULT})
 _registry = _Registry()
 _ordinals_in_use: dict[str, set[int]] = {}
-_ordinals_lock = threading.Lock()
+_locks = {"ordinals": threading.Lock()}  # replaced after fork
 
 
 def _take_ordinal(type: str) -> int:
@@ -154,7 +170,7 @@ def _take_ordinal(type: str) -> int:
     per request keeps reusing ``thread_pool-1`` instead of minting a new
     metric series every time: the names stay as few as the pools alive at once.
     """
-    with _ordinals_lock:
+    with _locks["ordinals"]:
         in_use = _ordinals_in_use.setdefault(type, set())
         number = next(n for n in itertools.count(1) if n not in in_use)
         in_use.add(number)
@@ -162,7 +178,7 @@ def _take_ordinal(type: str) -> int:
 
 
 def _give_back_ordinal(type: str, number: int) -> None:
-    with _ordinals_lock:
+    with _locks["ordinals"]:
         _ordinals_in_use.get(type, set()).discard(number)
 
 
@@ -222,3 +238,11 @@ def snapshot_all() -> list[PoolSnapshot]:
             busy, pending, limit = seen.busy + busy, seen.pending + pending, seen.limit + limit
         totals[key] = PoolSnapshot(pool.name, pool.type, busy, pending, limit)
     return [totals[key] for key in sorted(totals)]
+
+
+def _reset_after_fork() -> None:
+    _locks["ordinals"] = threading.Lock()
+    _registry.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

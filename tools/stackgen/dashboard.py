@@ -149,6 +149,29 @@ def requests_in_flight() -> timeseries.Panel:
     ).with_target(promql("A", q.requests_in_flight(M), "{{job}} {{instance}}"))
 
 
+# --- Panels: fleet -------------------------------------------------------------------
+
+
+def fleet_saturation() -> timeseries.Panel:
+    window = alerts.SATURATION_WINDOW
+    return (
+        graph(
+            "Processes with the pool saturated",
+            "Per service and pool: how many processes have it saturated (busy at their own "
+            f"limit most of the last {window}, tasks queued), against how many report it. "
+            "Processes are never summed against one process's limit.",
+            "short",
+        )
+        .with_target(
+            promql(
+                "saturated", q.saturated_processes(M, window), "{{job}} {{executor_name}} saturated"
+            )
+        )
+        .with_target(promql("processes", q.processes(M), "{{job}} {{executor_name}} processes"))
+        .override_by_query("processes", CAP_LINE)
+    )
+
+
 # --- Panels: pools -------------------------------------------------------------------
 
 _TABLE_COLUMNS: Final = (
@@ -427,6 +450,7 @@ def wait_spans() -> timeseries.Panel:
 
 ROWS: Final[tuple[tuple[str, tuple[tuple[Any, int], ...]], ...]] = (
     ("Requests", ((request_rate, 8), (request_latency, 8), (requests_in_flight, 8))),
+    ("Fleet", ((fleet_saturation, 24),)),
     (
         "Where requests wait",
         (

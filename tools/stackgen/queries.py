@@ -69,6 +69,23 @@ def typical_saturation(m: Matchers, window: str) -> str:
     return f"max {POOL_BY} (quantile_over_time(0.5, {series}[{window}])) / {POOL_ON} {limit(m)}"
 
 
+def saturated_processes(m: Matchers, window: str) -> str:
+    """Per service and pool: how many processes have it saturated (the alert's rule).
+
+    A fleet view that counts saturated processes instead of summing busy
+    workers across processes against one process's limit.
+    """
+    saturated = (
+        f"({typical_saturation(m, window)}) >= 0.95 and {POOL_ON} ({peak_pending(m, window)}) > 0"
+    )
+    return f"count {p.by(p.SERVICE, p.POOL)} ({saturated})"
+
+
+def processes(m: Matchers) -> str:
+    """Per service and pool: how many processes report it."""
+    return f"count {p.by(p.SERVICE, p.POOL)} ({limit(m)})"
+
+
 def quantile(histogram: str, q: float, by: tuple[str, ...], m: Matchers, window: str) -> str:
     bucket = p.selector(f"{histogram}_bucket", **m)
     return f"histogram_quantile({q}, sum {p.by(*by, 'le')} (rate({bucket}[{window}])))"

@@ -1,0 +1,80 @@
+"""Fork with poolscope set up in the parent; report what each side sees, as JSON.
+
+    python tests/apps/fork_probe.py
+
+The parent instruments with in-memory providers, uses the loop's default
+executor, and holds a task running in a named pool while it forks. The child
+reports its pools before and after using its own event loop, and the process
+identity configure() gives each side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import poolscope
+from poolscope import _pools
+
+
+def pools() -> dict[str, dict[str, float]]:
+    return {
+        p.name: {"busy": p.busy, "pending": p.pending, "limit": p.limit}
+        for p in _pools.snapshot_all()
+    }
+
+
+def identity() -> dict[str, Any]:
+    from opentelemetry import metrics, trace
+
+    tracer_resource = trace.get_tracer_provider().resource.attributes  # type: ignore[attr-defined]
+    meter_resource = metrics.get_meter_provider()._sdk_config.resource.attributes  # type: ignore[attr-defined]
+    return {
+        "tracer": [tracer_resource.get("service.instance.id"), tracer_resource.get("process.pid")],
+        "meter": [meter_resource.get("service.instance.id"), meter_resource.get("process.pid")],
+        "pid": os.getpid(),
+    }
+
+
+def main() -> None:
+    os.environ.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none")
+    poolscope.configure(service_name="fork-probe")
+    parent_loop = asyncio.new_event_loop()  # left open: its default executor stays
+    parent_loop.run_until_complete(asyncio.to_thread(time.sleep, 0.01))
+    pdf = poolscope.instrument_executor(ThreadPoolExecutor(2), name="pdf")
+    release = threading.Event()
+    pdf.submit(release.wait, 10)  # busy in the parent while it forks
+    while pools().get("pdf", {}).get("busy") != 1:
+        time.sleep(0.01)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        report: dict[str, Any] = {"at_fork": pools(), "identity": identity()}
+
+        async def own_loop() -> dict[str, dict[str, float]]:
+            await asyncio.to_thread(time.sleep, 0.01)
+            return pools()  # while this loop and its default executor live
+
+        report["in_own_loop"] = asyncio.run(own_loop())
+        os.write(write, json.dumps(report).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    release.set()
+    pdf.shutdown()
+    parent = {"pools": pools(), "identity": identity()}
+    parent_loop.close()
+    json.dump({"parent": parent, "child": child}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
