@@ -160,22 +160,31 @@ class Prometheus:
         return result
 
 
-def start_collector(start: Callable[..., Service], *, trace_store_port: int) -> dict[str, int]:
-    """Our collector with the repository's config on free ports; returns the ports."""
+def start_collector(
+    start: Callable[..., Service],
+    *,
+    trace_store_port: int,
+    config: str = "config.yaml",
+    env: Mapping[str, str] | None = None,
+) -> dict[str, int]:
+    """Our collector with one of the repository's configs on free ports; returns the ports."""
     ports = {name: free_port() for name in ("grpc", "http", "prometheus", "telemetry")}
+    name = "collector" if config == "config.yaml" else config.removesuffix(".yaml")
     collector = start(
-        "collector",
-        [binary("collector"), "--config", str(ROOT / "collector" / "config.yaml")],
+        name,
+        [binary("collector"), "--config", str(ROOT / "collector" / config)],
         {
             "POOLSCOPE_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
             "POOLSCOPE_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
             "POOLSCOPE_PROMETHEUS_EXPORTER_ENDPOINT": f"127.0.0.1:{ports['prometheus']}",
             "POOLSCOPE_TRACE_STORE_ENDPOINT": f"127.0.0.1:{trace_store_port}",
+            "POOLSCOPE_GATEWAY_ENDPOINT": f"127.0.0.1:{trace_store_port}",
             "POOLSCOPE_COLLECTOR_METRICS_PORT": str(ports["telemetry"]),
             "POOLSCOPE_SPAN_METRICS_FLUSH_INTERVAL": "1s",
+            **(env or {}),
         },
     )
-    collector.wait_ready(lambda: tcp_open(ports["grpc"]) and tcp_open(ports["prometheus"]))
+    collector.wait_ready(lambda: tcp_open(ports["grpc"]))
     return ports
 
 

@@ -52,10 +52,12 @@ def _processes_with(marker: str) -> list[int]:
     [
         (["demo", "--bogus"], "unrecognized arguments: --bogus"),
         (["demo", "--steps", "1,x"], "expected comma-separated numbers of users"),
-        (["demo", "--steps", "0,5"], "--steps must be concurrency levels from 1 to 1000"),
+        (["demo", "--steps", "0,5"], "--steps must be concurrency levels from 1 to 300"),
         (["demo", "--duration", "0"], "--duration must be 0.5 to 600 seconds"),
         (["demo", "--otlp", "localhost:4317"], "--otlp must be an http:// or https:// URL"),
         (["demo", "--output", "/no/such/dir/r.html"], "--output: directory /no/such/dir"),
+        (["demo", "--naive-port", "8123", "--fixed-port", "8123"], "must be different ports"),
+        (["demo", "--steps", "1,500"], "--steps must be concurrency levels from 1 to 300"),
         (["top", "not-a-url"], "expected an http:// URL, got 'not-a-url'"),
         (["top", "--interval", "0"], "--interval must be 0.1 to 3600 seconds"),
         (["nonsense"], "invalid choice: 'nonsense'"),
@@ -89,7 +91,10 @@ def test_top_says_when_the_endpoint_is_unreachable() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_ctrl_c_during_the_demo_stops_every_process_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_the_demo_midway_stops_every_process_it_started(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     ports = {name: free_port() for name in ("llm", "naive", "fixed")}
     demo = subprocess.Popen(
         [
@@ -105,7 +110,7 @@ def test_ctrl_c_during_the_demo_stops_every_process_it_started(tmp_path: Path) -
     try:
         wait_until(lambda: tcp_open(ports["fixed"]), timeout=60, what="the demo's apps")
         time.sleep(1.0)  # into the first load step
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(stop)
         _, err = demo.communicate(timeout=30)
     finally:
         if demo.poll() is None:

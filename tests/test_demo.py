@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 DEFAULT_EXECUTOR_LIMIT = min(32, (os.cpu_count() or 1) + 4)
 ANYIO_LIMIT = 40
-TOP = 100
+STEPS = (1, 5, 10, 25, 50, 100)  # the demo's default
+TOP = max(STEPS)
 
 
 @dataclass
@@ -94,8 +95,8 @@ def test_the_fixed_app_serves_five_times_the_naive_apps_async_routes_at_100_user
 
 
 def test_on_sync_routes_the_fix_is_bounded_by_anyios_forty_seats(demo: Demo) -> None:
-    # 100 users against 40 worker threads: the naive app can serve at most 40
-    # at a time, so the fix gains at most 100/40 = 2.5x here (not 5x).
+    # 100 users against 40 worker threads: the naive app serves 40 at a time,
+    # so the fix gains about 100/40 = 2.5x here, not 5x (see the closing note).
     naive = _step(demo, "naive", "sync routes", TOP)
     fixed = _step(demo, "fixed", "sync routes", TOP)
     assert fixed["throughput"] >= 1.8 * naive["throughput"], (naive, fixed)
@@ -106,12 +107,14 @@ def test_the_diagnosis_names_each_starved_pool_with_its_limit(demo: Demo) -> Non
     naive = {f["pool"]: f for f in demo.results["diagnosis"]["naive"]["saturated"]}
     assert naive[semconv.POOL_ASYNCIO_DEFAULT]["limit"] == DEFAULT_EXECUTOR_LIMIT
     assert naive[semconv.POOL_ANYIO_DEFAULT]["limit"] == ANYIO_LIMIT
-    # the default executor saturates as soon as the users outnumber its threads
+    # the default executor saturates at the first step with more users than threads
     first = naive[semconv.POOL_ASYNCIO_DEFAULT]["saturated_at"]
-    assert DEFAULT_EXECUTOR_LIMIT < first <= 2 * DEFAULT_EXECUTOR_LIMIT
+    assert first == min(s for s in STEPS if s > DEFAULT_EXECUTOR_LIMIT)
     assert ANYIO_LIMIT < naive[semconv.POOL_ANYIO_DEFAULT]["saturated_at"] <= TOP
     for finding in naive.values():
         assert finding["needed_workers"] > finding["limit"]
+    # at 100 users every one of them had a task wanting a seat of the default executor
+    assert naive[semconv.POOL_ASYNCIO_DEFAULT]["needed_workers"] > 0.8 * TOP
     assert demo.results["diagnosis"]["fixed"]["saturated"] == []
     assert f"{semconv.POOL_ASYNCIO_DEFAULT} in naive-llm-app hit its limit" in demo.stdout
     assert "fixed-llm-app: No pool hit its limit" in demo.stdout

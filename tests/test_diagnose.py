@@ -41,6 +41,8 @@ def test_a_pool_busy_at_its_limit_with_a_queue_is_named_with_its_first_load() ->
     assert finding.worst_wait_p95 == 4.0
     # Little's law: (500 s waiting + 60 s running) over 10 s = 56 tasks in the pool at once
     assert finding.needed_workers == pytest.approx(56)
+    measured = poolscope.diagnose([window(load=10, demand_typical=31.0)])
+    assert measured.pools[0].needed_workers == 31  # samples of busy + pending win
     assert diagnosis.bottleneck("api") is finding
     assert "asyncio.default in api hit its limit of 6 workers from a load of 10" in (
         diagnosis.summary()
@@ -103,4 +105,4 @@ def test_the_readme_example_runs() -> None:
             )
         ]
     )
-    assert "about 36 workers would have kept tasks from waiting" in diagnosis.summary()
+    assert "the tasks wanted about 36 workers at once" in diagnosis.summary()

@@ -13,6 +13,7 @@ EXPECTED_API = {
     "LoopWindow",
     "PoolWindow",
     "diagnose",
+    "windows_from_prometheus",
     "ConfigurationError",
     "InstrumentedCapacityLimiter",
     "InstrumentedSemaphore",

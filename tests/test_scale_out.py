@@ -24,6 +24,7 @@ import pytest
 from tools.stackgen import alerts
 from tools.stackgen import queries as q
 
+import poolscope
 from _stack import (
     ROOT,
     Prometheus,
@@ -133,6 +134,14 @@ def _check_two_workers_each_against_its_own_limit(bench: Bench, job: str) -> set
         and a["state"] == "firing"
     ]
     assert {a["labels"][p.INSTANCE] for a in firing} == saturated
+    # and diagnose() reading the same Prometheus names the same processes
+    windows = poolscope.windows_from_prometheus(bench.prometheus.url, alerts.SATURATION_WINDOW)
+    named = {
+        f.instance
+        for f in poolscope.diagnose(windows).pools
+        if f.service == job and f.pool == semconv.POOL_ASYNCIO_DEFAULT
+    }
+    assert named == saturated
     return saturated
 
 

@@ -72,9 +72,14 @@ def test_every_alert_has_unit_tests_that_fire_it() -> None:
     assert firing == names and quiet == names
 
 
-def test_collector_and_jaeger_validate_their_configs() -> None:
-    result = _run([binary("collector"), "validate", "--config", str(COLLECTOR_CONFIG)])
+@pytest.mark.parametrize("config", ["config.yaml", "agent.yaml", "gateway.yaml"])
+def test_our_collector_validates_each_of_its_configs(config: str) -> None:
+    path = ROOT / "collector" / config
+    result = _run([binary("collector"), "validate", "--config", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_jaeger_validates_its_config() -> None:
     result = _run([binary("jaeger"), "validate", "--config", str(ROOT / "jaeger" / "config.yaml")])
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -197,7 +202,15 @@ def test_compose_binds_to_loopback_pins_images_and_has_no_default_credentials() 
     assert not any("provisioning/alerting" in volume for volume in grafana_volumes)
 
 
-@pytest.mark.parametrize("path", ["collector/config.yaml", "jaeger/config.yaml"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "collector/config.yaml",
+        "collector/agent.yaml",
+        "collector/gateway.yaml",
+        "jaeger/config.yaml",
+    ],
+)
 def test_our_listeners_default_to_loopback(path: str) -> None:
     text = (ROOT / path).read_text()
     defaults = re.findall(r"\$\{env:\w+:-([\d.]+):\d+\}", text)

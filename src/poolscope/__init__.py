@@ -48,6 +48,7 @@ from ._diagnose import Diagnosis, LoopWindow, PoolWindow, diagnose
 from ._errors import ConfigurationError
 from ._instrumentor import PoolscopeInstrumentor
 from ._llm import LLMCall, llm_call
+from ._readings import windows_from_prometheus
 from ._version import __version__
 
 __all__ = [
@@ -69,4 +70,5 @@ __all__ = [
     "instrument_semaphore",
     "llm_call",
     "uninstrument",
+    "windows_from_prometheus",
 ]

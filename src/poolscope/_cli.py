@@ -7,7 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._demo import DemoError
 from ._errors import ConfigurationError
+from ._readings import SourceError
 
 __all__ = ["main"]
 
@@ -21,7 +23,7 @@ def _steps(text: str) -> tuple[int, ...]:
         ) from None
     if not steps:
         raise argparse.ArgumentTypeError("expected at least one number of users")
-    return steps
+    return tuple(sorted(set(steps)))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"poolscope {args.command}: {error}", file=sys.stderr)
         return 2
+    except (DemoError, SourceError) as error:
+        print(f"poolscope {args.command}: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\npoolscope {args.command}: interrupted; stopped.", file=sys.stderr)
         return 130

@@ -99,6 +99,13 @@ class _Plan:
         self.prometheus_port: int | None = values["prometheus_port"]
         self.prometheus_host: str = values["prometheus_host"]
         self.metric_interval_ms: int = values["metric_interval_ms"]
+        self._resource: Any = None
+
+    def resource(self) -> Any:
+        """One resource for both providers: one identity for the process's traces and metrics."""
+        if self._resource is None:
+            self._resource = _resource(self)
+        return self._resource
 
     @classmethod
     def resolve(cls, env: Mapping[str, str], **given: Any) -> _Plan:
@@ -254,7 +261,7 @@ def _tracer_provider(plan: _Plan, meter_provider: Any) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    provider = TracerProvider(resource=_resource(plan))
+    provider = TracerProvider(resource=plan.resource())
     # A bounded queue, exported from a background thread; spans dropped when it
     # is full are counted by the SDK in otel.sdk.processor.span.processed
     # (error.type=queue_full) through the meter provider.
@@ -300,7 +307,7 @@ def _meter_provider(plan: _Plan) -> Any:
         )
     if plan.prometheus_port is not None:
         readers.append(_prometheus_reader(plan))
-    provider = MeterProvider(resource=_resource(plan), metric_readers=readers, views=_views())
+    provider = MeterProvider(resource=plan.resource(), metric_readers=readers, views=_views())
     metrics.set_meter_provider(provider)
     _ours["meter_provider"] = provider
     return provider

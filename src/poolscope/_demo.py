@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +39,17 @@ FIXED: Final = "fixed"
 APPS: Final = {NAIVE: "naive_app.py", FIXED: "fixed_app.py"}
 DEFAULT_STEPS: Final = (1, 5, 10, 25, 50, 100)
 SAMPLE_INTERVAL_S: Final = 0.25
+MAX_USERS: Final = 300
+"""More would take the naive app minutes per step to drain on a small machine."""
 _NEEDS: Final = ("fastapi", "uvicorn", "openai", "httpx", "prometheus_client")
+
+
+class DemoError(RuntimeError):
+    """A part of the demo failed (a process did not start, an app stopped answering)."""
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP: unwind like Ctrl-C, so every child process is stopped."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,14 @@ class DemoSettings:
     tokens: int = 8
 
     def check(self) -> None:
-        if not self.steps or any(s < 1 or s > 1000 for s in self.steps):
+        if not self.steps or any(s < 1 or s > MAX_USERS for s in self.steps):
             raise ConfigurationError(
-                f"--steps must be concurrency levels from 1 to 1000, got {list(self.steps)}"
+                f"--steps must be concurrency levels from 1 to {MAX_USERS}, got {list(self.steps)}"
+            )
+        ports = [p for p in (self.llm_port, self.naive_port, self.fixed_port) if p]
+        if len(ports) != len(set(ports)):
+            raise ConfigurationError(
+                "--llm-port, --naive-port and --fixed-port must be different ports"
             )
         if not 0.5 <= self.step_seconds <= 600:
             raise ConfigurationError(
@@ -222,13 +238,13 @@ class _Child:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 tail = self.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{self.name} exited at start-up:\n{tail}")
+                raise DemoError(f"{self.name} exited at start-up:\n{tail}")
             with socket.socket() as sock:
                 sock.settimeout(0.5)
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     return
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not listen on 127.0.0.1:{port} within {timeout:g} s")
+        raise DemoError(f"{self.name} did not listen on 127.0.0.1:{port} within {timeout:g} s")
 
 
 @dataclass(frozen=True)
@@ -244,6 +260,8 @@ def _processes(settings: DemoSettings, logs: Path, trace_endpoint: str | None) -
     with ExitStack() as stack:
 
         def start(name: str, argv: list[str], env: dict[str, str], port: int) -> None:
+            if not _port_free(port):
+                raise DemoError(f"port {port} for the {name} was taken before it started")
             child = _Child(name, argv, {**os.environ, **env}, logs / f"{name}.log")
             stack.callback(child.stop)
             child.wait_ready(port)
@@ -292,6 +310,13 @@ def _processes(settings: DemoSettings, logs: Path, trace_endpoint: str | None) -
 # --- Measuring ---------------------------------------------------------------------
 
 
+async def _read(url: str, app: str) -> Snapshot:
+    try:
+        return await asyncio.to_thread(_readings.read, url)
+    except _readings.SourceError as error:
+        raise DemoError(f"the {app} app stopped answering: {error}") from None
+
+
 class _Sampler:
     """Reads an app's pools every 250 ms during a step: peaks, means, the busy series."""
 
@@ -312,12 +337,18 @@ class _Sampler:
         self._stop.set()
 
 
+def _at_most(value: float | None, bound: float | None) -> float | None:
+    return value if value is None or bound is None else min(value, bound)
+
+
 def _windows(
     app: str,
     concurrency: int,
     before: Snapshot,
     after: Snapshot,
+    *,
     samples: list[Snapshot],
+    longest: float | None,
 ) -> tuple[dict[str, PoolWindow], dict[str, Histogram], float | None]:
     windows, waits = {}, {}
     for key, reading in after.pools.items():
@@ -325,20 +356,21 @@ def _windows(
         wait = reading.wait.since(previous.wait if previous else None)
         run = reading.run.since(previous.run if previous else None)
         seen = [s.pools[key] for s in samples if key in s.pools] or [reading]
-        busy = sorted(r.busy for r in seen)
         pool = reading.pool
         waits[pool] = wait
         windows[pool] = PoolWindow(
             pool=pool,
             limit=reading.limit,
             busy_peak=max(r.busy for r in seen),
-            busy_typical=busy[len(busy) // 2],
+            busy_typical=statistics.median(r.busy for r in seen),
+            demand_typical=statistics.median(r.busy + r.pending for r in seen),
             pending_peak=max(r.pending for r in seen),
             tasks=wait.count,
             wait_seconds=wait.sum,
             run_seconds=run.sum,
             duration=after.taken_at - before.taken_at,  # the span of the histograms' deltas
-            wait_p95=wait.quantile(0.95),
+            # a bucket estimate; never longer than the slowest request it was part of
+            wait_p95=_at_most(wait.quantile(0.95), longest),
             load=concurrency,
             service=reading.service or app,
             instance=reading.instance,
@@ -369,7 +401,7 @@ async def _drive(
                 for concurrency in settings.steps:
                     progress(f"{app} app, {scenario.name}, {concurrency} users", done, total)
                     sampler = _Sampler(apps.metrics[app], run.started)
-                    before = await asyncio.to_thread(_readings.read, apps.metrics[app])
+                    before = await _read(apps.metrics[app], app)
                     sampling = asyncio.create_task(sampler.run())
                     window_end = time.monotonic() + settings.step_seconds
                     load = await run_step(
@@ -377,7 +409,7 @@ async def _drive(
                     )
                     sampler.stop()
                     await sampling
-                    after = await asyncio.to_thread(_readings.read, apps.metrics[app])
+                    after = await _read(apps.metrics[app], app)
                     # gauges while the load ran; histograms up to the end of the drain,
                     # like the latencies
                     in_window = [s for s in sampler.samples if s.taken_at <= window_end]
@@ -386,7 +418,8 @@ async def _drive(
                         concurrency,
                         before,
                         after,
-                        in_window,
+                        samples=in_window,
+                        longest=max(load.latencies, default=None),
                     )
                     run.steps.append(
                         StepResult(
@@ -436,7 +469,7 @@ def run_demo(
     settings.check()
     run = DemoRun(settings, started=time.monotonic())
     progress = _Progress(err)
-    with ExitStack() as stack:
+    with ExitStack() as stack, _stop_on_signals():
         logs = Path(stack.enter_context(_tempdir()))
         receiver = None if settings.otlp else stack.enter_context(TraceReceiver())
         err.write("poolscope demo: starting the fake LLM server and the two apps on 127.0.0.1\n")
@@ -455,12 +488,27 @@ def run_demo(
     _diagnose(run)
     from ._report import print_results
 
+    if settings.json_output is not None:
+        settings.json_output.write_text(json.dumps(results(run), indent=2) + "\n")
     print_results(run, out)
     write_report(run, settings.output)
     out.write(f"\nReport: {settings.output.resolve()}\n")
-    if settings.json_output is not None:
-        settings.json_output.write_text(json.dumps(results(run), indent=2) + "\n")
     return run
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the demo the way Ctrl-C does: children first."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def results(run: DemoRun) -> dict[str, Any]:
@@ -478,6 +526,7 @@ def results(run: DemoRun) -> dict[str, Any]:
                 "p95": step.load.percentile(0.95),
                 "p99": step.load.percentile(0.99),
                 "failures": step.load.failures,
+                "unfinished": step.load.unfinished,
                 "wait_share": step.wait_share,
                 "loop_lag_p99": step.lag_p99,
                 "pools": {

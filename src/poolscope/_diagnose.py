@@ -6,7 +6,7 @@ demo, a scrape interval of ``top``, a range read from Prometheus): for each
 pending tasks, and the tasks, wait and run seconds recorded in the window;
 for each event loop its lag. The output names, per process, the pools that
 hit their own cap with tasks queued, the first load at which each did, and
-the limit that would have kept tasks from waiting, by Little's law; and it
+how many workers the tasks wanted at once (measured, or by Little's law); and it
 says when the event loop, not a pool, is what held requests up.
 """
 
@@ -39,6 +39,8 @@ class PoolWindow:
     """Length of the window, seconds."""
     busy_typical: float | None = None
     """The median of the busy samples in the window: saturated most of the time, not once."""
+    demand_typical: float | None = None
+    """The median of busy + pending samples: the tasks that wanted a worker at once."""
     wait_p95: float | None = None
     load: float | None = None
     """What drove the window, e.g. the demo's concurrency; ``None`` if unknown."""
@@ -53,11 +55,14 @@ class PoolWindow:
 
     @property
     def needed_workers(self) -> float:
-        """Little's law: tasks per second times mean time in the pool (waiting + running).
+        """How many workers the tasks wanted at the same time.
 
-        That is the number of tasks that wanted a worker at the same time on
-        average; with that many workers none would have waited.
+        Measured when samples of busy and pending are known (their median sum);
+        otherwise by Little's law, tasks per second times mean time in the pool
+        (waiting + running), which is the average over the window.
         """
+        if self.demand_typical is not None:
+            return self.demand_typical
         if self.duration <= 0:
             return 0.0
         return (self.wait_seconds + self.run_seconds) / self.duration
@@ -103,8 +108,8 @@ class PoolFinding:
         )
         return (
             f"{self.pool}{where} hit its limit of {self.limit:g} workers{at}"
-            f" ({self.peak_pending:g} tasks queued at the peak{wait}); about "
-            f"{self.needed_workers:.0f} workers would have kept tasks from waiting"
+            f" ({self.peak_pending:g} tasks queued at the peak{wait}); the tasks wanted "
+            f"about {self.needed_workers:.0f} workers at once"
         )
 
 

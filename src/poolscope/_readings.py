@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -21,8 +22,16 @@ from typing import Any, Final
 
 from . import _promql as p
 from . import semconv
+from ._diagnose import PoolWindow
 
-__all__ = ["Histogram", "PoolReading", "Snapshot", "SourceError", "read"]
+__all__ = [
+    "Histogram",
+    "PoolReading",
+    "Snapshot",
+    "SourceError",
+    "read",
+    "windows_from_prometheus",
+]
 
 
 class SourceError(Exception):
@@ -219,14 +228,27 @@ def _parse_exposition(text: str, *, instance: str) -> Snapshot:
 
 def _query(base: str, expr: str, timeout: float) -> list[dict[str, Any]]:
     url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    not_prometheus = SourceError(
+        f"{base} does not look like a Prometheus server (for an app's own endpoint, "
+        "give its URL ending in /metrics)"
+    )
     try:
         document = json.loads(_get(url, timeout))
     except ValueError:
-        raise SourceError(f"{base} does not look like a Prometheus server") from None
-    if document.get("status") != "success":
+        raise not_prometheus from None
+    if not isinstance(document, dict) or "status" not in document:
+        raise not_prometheus
+    if document["status"] != "success":
         raise SourceError(f"Prometheus rejected {expr!r}: {document.get('error')}")
-    result: list[dict[str, Any]] = document["data"]["result"]
-    return result
+    try:
+        result = document["data"]["result"]
+        for series in result:  # the shape every caller relies on
+            dict(series["metric"])
+            float(series["value"][1])
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise not_prometheus from None
+    checked: list[dict[str, Any]] = result
+    return checked
 
 
 def _parse_server(base: str, timeout: float) -> Snapshot:
@@ -284,3 +306,60 @@ def read(url: str, *, timeout: float = 5.0) -> Snapshot:
     if is_prometheus_server(url):
         return _parse_server(url.rstrip("/"), timeout)
     return _parse_exposition(_get(url, timeout), instance=parts.netloc)
+
+
+def windows_from_prometheus(
+    url: str, window: str = "5m", *, timeout: float = 10.0
+) -> list[PoolWindow]:
+    """What every pool of every process did over the last ``window``, from a Prometheus server.
+
+    The input :func:`poolscope.diagnose` takes, one ``PoolWindow`` per
+    (service, instance, pool), computed by Prometheus with the same rule the
+    alert uses (median busy over the window against the pool's own limit).
+    """
+    base = url.rstrip("/")
+    if not re.fullmatch(r"\d+[smh]", window):
+        raise SourceError(f"window must be a Prometheus duration such as 5m, got {window!r}")
+    seconds = int(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
+    by = p.by(*p.POOL_KEY)
+    busy = p.selector(p.WORKERS, **{p.WORKER_STATE: semconv.WORKER_STATE_BUSY})
+    queries = {
+        "limit": f"max {by} ({p.LIMIT})",
+        "busy_peak": f"max {by} (max_over_time({busy}[{window}]))",
+        "busy_typical": f"max {by} (quantile_over_time(0.5, {busy}[{window}]))",
+        "pending_peak": f"max {by} (max_over_time({p.PENDING}[{window}]))",
+        "tasks": f"sum {by} (increase({p.WAIT}_count[{window}]))",
+        "wait_seconds": f"sum {by} (increase({p.WAIT}_sum[{window}]))",
+        "run_seconds": f"sum {by} (increase({p.RUN}_sum[{window}]))",
+        "wait_p95": (
+            f"histogram_quantile(0.95, sum {p.by(*p.POOL_KEY, 'le')} "
+            f"(rate({p.WAIT}_bucket[{window}])))"
+        ),
+    }
+    values: dict[tuple[str, ...], dict[str, Any]] = {}
+    for name, expr in queries.items():
+        for series in _query(base, expr, timeout):
+            labels = series["metric"]
+            key = tuple(labels.get(label, "") for label in p.POOL_KEY)
+            value = float(series["value"][1])
+            if not math.isnan(value):
+                values.setdefault(key, {})[name] = value
+    return [
+        PoolWindow(
+            pool=pool,
+            limit=found.get("limit", 0.0),
+            busy_peak=found.get("busy_peak", 0.0),
+            busy_typical=found.get("busy_typical"),
+            pending_peak=found.get("pending_peak", 0.0),
+            tasks=found.get("tasks", 0.0),
+            wait_seconds=found.get("wait_seconds", 0.0),
+            run_seconds=found.get("run_seconds", 0.0),
+            duration=float(seconds),
+            wait_p95=found.get("wait_p95"),
+            service=service,
+            instance=instance,
+            type=pool_type,
+        )
+        for (service, instance, pool, pool_type), found in sorted(values.items())
+        if "limit" in found
+    ]

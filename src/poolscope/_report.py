@@ -42,6 +42,7 @@ def _row(step: StepResult) -> list[str]:
     return [
         str(load.concurrency),
         f"{load.throughput:.1f}",
+        str(load.lost),
         _seconds(load.percentile(0.5)),
         _seconds(load.percentile(0.95)),
         _seconds(load.percentile(0.99)),
@@ -51,10 +52,11 @@ def _row(step: StepResult) -> list[str]:
     ]
 
 
-POOL_COLUMN: Final = 6
+POOL_COLUMN: Final = 7
 HEADERS: Final = [
     "users",
     "req/s",
+    "lost",
     "p50",
     "p95",
     "p99",
@@ -69,7 +71,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     lines = []
     for row in [HEADERS, *rows]:
         cells = [
-            c.rjust(w) if i not in (6,) else c.ljust(w)
+            c.ljust(w) if i == POOL_COLUMN else c.rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  " + "  ".join(cells))
@@ -145,7 +147,9 @@ class _Axes:
     def __init__(self, xs: Iterable[float], ys: Iterable[float], *, x_log: bool = False) -> None:
         xs, ys = list(xs), list(ys)
         self.x_log = x_log
-        self.x0, self.x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+        self.x0, self.x1 = (min(xs), max(xs)) if xs else (1.0, 10.0)
+        if x_log and self.x0 <= 0:
+            self.x0 = 1.0
         if self.x1 == self.x0:
             self.x1 = self.x0 + 1
         self.y1 = max(ys) * 1.1 if ys and max(ys) > 0 else 1.0
@@ -468,7 +472,7 @@ def render(run: DemoRun) -> str:
 {run.elapsed:.0f} s. Every figure below comes from this run.</p>
 <h2>Diagnosis</h2><ul>{diagnosis}</ul>
 <h2>Latency</h2>{latency_figure(run)}
-<h2>Where the naive app waits</h2>
+<h2>Where the apps wait</h2>
 {"".join(busy_figure(run, app) for app in APPS)}
 {wait_figure(run)}
 {waterfall_figure(run)}
