@@ -20,6 +20,7 @@ __all__ = [
     "ENV_LOOP_BLOCK_THRESHOLD_MS",
     "ENV_LOOP_INTERVAL_MS",
     "ENV_LOOP_MONITOR",
+    "ENV_MAX_POOL_NAMES",
     "ENV_MAX_SPANS_PER_REQUEST",
     "ENV_PATHS",
     "ENV_ROOT_SPANS",
@@ -34,6 +35,7 @@ ENV_RUN_SPANS: Final = "OTEL_POOLSCOPE_RUN_SPANS"
 ENV_ROOT_SPANS: Final = "OTEL_POOLSCOPE_ROOT_SPANS"
 ENV_PATHS: Final = "OTEL_POOLSCOPE_PATHS"
 ENV_MAX_SPANS_PER_REQUEST: Final = "OTEL_POOLSCOPE_MAX_SPANS_PER_REQUEST"
+ENV_MAX_POOL_NAMES: Final = "OTEL_POOLSCOPE_MAX_POOL_NAMES"
 ENV_LOOP_MONITOR: Final = "OTEL_POOLSCOPE_LOOP_MONITOR"
 ENV_LOOP_INTERVAL_MS: Final = "OTEL_POOLSCOPE_LOOP_INTERVAL_MS"
 ENV_LOOP_BLOCK_THRESHOLD_MS: Final = "OTEL_POOLSCOPE_LOOP_BLOCK_THRESHOLD_MS"
@@ -59,6 +61,7 @@ PATHS: Final[tuple[str, ...]] = (
 
 _DEFAULT_WAIT_SPAN_THRESHOLD: Final = 0.001
 _DEFAULT_MAX_SPANS_PER_REQUEST: Final = 32
+_DEFAULT_MAX_POOL_NAMES: Final = 200
 _DEFAULT_LOOP_INTERVAL: Final = 0.05
 _DEFAULT_LOOP_BLOCK_THRESHOLD: Final = 0.1
 _MAX_SPANS_CAP: Final = 100_000
@@ -85,6 +88,8 @@ class Settings:
     ``paths``: which offload paths to patch (see :data:`PATHS`).
     ``max_spans_per_request``: task spans one request may emit; the rest only
     count (in metrics and the roll-up).
+    ``max_pool_names``: distinct pool names metrics may carry; pools named
+    after that are counted under ``other`` (spans keep their names).
     ``loop_monitor``: measure event-loop lag and report blocked loops.
     ``loop_interval``: seconds between two lag measurements.
     ``loop_block_threshold``: seconds of lag that count as a blocked loop.
@@ -97,6 +102,7 @@ class Settings:
     root_spans: bool = False
     paths: frozenset[str] = frozenset(PATHS)
     max_spans_per_request: int = _DEFAULT_MAX_SPANS_PER_REQUEST
+    max_pool_names: int = _DEFAULT_MAX_POOL_NAMES
     loop_monitor: bool = True
     loop_interval: float = _DEFAULT_LOOP_INTERVAL
     loop_block_threshold: float = _DEFAULT_LOOP_BLOCK_THRESHOLD
@@ -112,6 +118,7 @@ class Settings:
         root_spans: object = NOT_GIVEN,
         paths: object = NOT_GIVEN,
         max_spans_per_request: object = NOT_GIVEN,
+        max_pool_names: object = NOT_GIVEN,
         loop_monitor: object = NOT_GIVEN,
         loop_interval: object = NOT_GIVEN,
         loop_block_threshold: object = NOT_GIVEN,
@@ -137,6 +144,13 @@ class Settings:
                 ENV_MAX_SPANS_PER_REQUEST,
                 env,
                 _DEFAULT_MAX_SPANS_PER_REQUEST,
+            ),
+            max_pool_names=_resolve_count(
+                "max_pool_names",
+                max_pool_names,
+                ENV_MAX_POOL_NAMES,
+                env,
+                _DEFAULT_MAX_POOL_NAMES,
             ),
             loop_monitor=_resolve_bool("loop_monitor", loop_monitor, ENV_LOOP_MONITOR, env, True),
             loop_interval=_resolve_seconds(
@@ -198,7 +212,7 @@ def _resolve_count(
         raw = env.get(env_name, "").strip()
         if not raw:
             return default
-        if not raw.isdigit() or int(raw) > _MAX_SPANS_CAP:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_SPANS_CAP:
             raise ConfigurationError(
                 f"{env_name} must be a whole number from 0 to {_MAX_SPANS_CAP}, got {raw!r}"
             )

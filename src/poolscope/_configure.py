@@ -141,26 +141,9 @@ class _Plan:
                     f"{variable}: poolscope.configure() supports {list(EXPORTERS)}, got {value!r}"
                 )
             exporters[signal] = value
-        port = given["prometheus_port"]
-        if port is None and env.get(ENV_PROMETHEUS_PORT, "").strip():
-            raw = env[ENV_PROMETHEUS_PORT].strip()
-            if not raw.isdigit():
-                raise ConfigurationError(
-                    f"{ENV_PROMETHEUS_PORT} must be a port number, got {raw!r}"
-                )
-            port = int(raw)
-            port_source = ENV_PROMETHEUS_PORT
-        else:
-            port_source = "prometheus_port"
-        if port is not None and (
-            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
-        ):
-            raise ConfigurationError(
-                f"{port_source} must be a port number from 0 to 65535, got {port!r}"
-            )
-        host = given["prometheus_host"] or env.get(ENV_PROMETHEUS_HOST, "").strip() or "127.0.0.1"
+        port, host = _prometheus_address(env, given["prometheus_port"], given["prometheus_host"])
         interval = env.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip()
-        if interval and (not interval.isdigit() or int(interval) == 0):
+        if interval and (not (interval.isascii() and interval.isdigit()) or int(interval) == 0):
             raise ConfigurationError(
                 "OTEL_METRIC_EXPORT_INTERVAL must be a positive number of milliseconds, "
                 f"got {interval!r}"
@@ -175,6 +158,33 @@ class _Plan:
             prometheus_host=host,
             metric_interval_ms=int(interval) if interval else _DEFAULT_METRIC_INTERVAL_MS,
         )
+
+
+def _prometheus_address(
+    env: Mapping[str, str], given_port: object, given_host: object
+) -> tuple[int | None, str]:
+    """The Prometheus endpoint's port (None: no endpoint) and host, validated."""
+    port = given_port
+    if port is None and env.get(ENV_PROMETHEUS_PORT, "").strip():
+        raw = env[ENV_PROMETHEUS_PORT].strip()
+        if not (raw.isascii() and raw.isdigit()):
+            raise ConfigurationError(f"{ENV_PROMETHEUS_PORT} must be a port number, got {raw!r}")
+        port = int(raw)
+        port_source = ENV_PROMETHEUS_PORT
+    else:
+        port_source = "prometheus_port"
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
+    ):
+        raise ConfigurationError(
+            f"{port_source} must be a port number from 0 to 65535, got {port!r}"
+        )
+    if given_host is not None and (not isinstance(given_host, str) or not given_host.strip()):
+        raise ConfigurationError(
+            f"prometheus_host must be a host name or address such as 127.0.0.1, got {given_host!r}"
+        )
+    host = given_host or env.get(ENV_PROMETHEUS_HOST, "").strip() or "127.0.0.1"
+    return port, host
 
 
 def _check_url(name: str, value: object) -> None:

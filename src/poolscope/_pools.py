@@ -19,12 +19,59 @@ from dataclasses import dataclass
 from typing import Final
 
 from . import semconv
+from ._safety import logger
 
 __all__ = ["Pool", "PoolSnapshot", "pool_for", "register", "snapshot_all"]
 
 LimitReader = Callable[[], float]
 
 _AUTO_THREAD_PREFIX: Final = re.compile(r"ThreadPoolExecutor-\d+")
+
+
+class _NameGuard:
+    """Bounds the pool names metrics carry: past ``limit`` distinct names, ``other``.
+
+    A name made per request or per id (``instrument_executor(name=f"pool-{id}")``
+    in a loop) would otherwise add metric series without end. Spans keep the
+    name as given; the well-known loop pools are never folded.
+    """
+
+    ALWAYS: Final = frozenset({semconv.POOL_ASYNCIO_DEFAULT, semconv.POOL_ANYIO_DEFAULT})
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+        self.folded = 0
+
+    def for_metrics(self, name: str) -> str:
+        if name in self.ALWAYS:
+            return name
+        with self.lock:
+            if name in self.seen:
+                return name
+            if len(self.seen) < self.limit:
+                self.seen.add(name)
+                return name
+            self.folded += 1
+            first = self.folded == 1
+        if first:
+            logger.warning(
+                "poolscope: more than %d distinct pool names; further pools (here %r) are "
+                "counted in metrics as %r (set OTEL_POOLSCOPE_MAX_POOL_NAMES to change the cap)",
+                self.limit,
+                name,
+                semconv.POOL_OTHER,
+            )
+        return semconv.POOL_OTHER
+
+
+_names = _NameGuard(200)
+
+
+def set_name_limit(limit: int) -> None:
+    """Apply the ``max_pool_names`` setting to pools named from now on."""
+    _names.limit = limit
 
 
 class Pool:
@@ -61,10 +108,10 @@ class Pool:
         self.rename(name)
 
     def rename(self, name: str) -> None:
-        self.name = name
+        self.name = name  # spans carry the name as given
         # Built once: the hot path passes these same dicts to every record().
         self.attributes: dict[str, str | bool] = {
-            semconv.ATTR_EXECUTOR_NAME: name,
+            semconv.ATTR_EXECUTOR_NAME: _names.for_metrics(name),
             semconv.ATTR_EXECUTOR_TYPE: self.type,
         }
         self.cancelled_attributes: dict[str, str | bool] = {
@@ -242,6 +289,7 @@ def snapshot_all() -> list[PoolSnapshot]:
 
 def _reset_after_fork() -> None:
     _locks["ordinals"] = threading.Lock()
+    _names.lock = threading.Lock()
     _registry.reset_after_fork()
 
 

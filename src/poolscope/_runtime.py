@@ -28,6 +28,7 @@ from ._config import (
 )
 from ._loop_monitor import monitor_loop, stop_all
 from ._patch import Patch
+from ._pools import set_name_limit
 from ._safety import report_internal_error
 from ._telemetry import Telemetry
 
@@ -85,6 +86,7 @@ def activate(
     """Record every pool on ``settings.paths`` with the given providers."""
     with _lock:
         state.telemetry = Telemetry(settings, tracer_provider, meter_provider)
+        set_name_limit(settings.max_pool_names)
         for path in settings.paths:
             _install(path)
         state.auto = settings.paths
@@ -99,6 +101,7 @@ def ensure_telemetry() -> None:
     with _lock:
         if state.telemetry is None:
             state.telemetry = Telemetry(Settings.resolve())
+            set_name_limit(state.telemetry.settings.max_pool_names)
 
 
 def ensure_path(path: str) -> None:

@@ -353,6 +353,7 @@ class Task:
 
     def _span_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = dict(self.pool.attributes)
+        attributes[semconv.ATTR_EXECUTOR_NAME] = self.pool.name  # unbounded names belong here
         if self.func is not None:
             attributes[semconv.ATTR_CODE_FUNCTION_NAME] = function_name(self.func)
         return attributes

@@ -72,6 +72,7 @@ __all__ = [
     "METRIC_WORKER_LIMIT",
     "POOL_ANYIO_DEFAULT",
     "POOL_ASYNCIO_DEFAULT",
+    "POOL_OTHER",
     "SPAN_EVENTLOOP_BLOCKED",
     "SPAN_RUN",
     "SPAN_WAIT",
@@ -233,3 +234,6 @@ POOL_ASYNCIO_DEFAULT: Final = "asyncio.default"
 
 POOL_ANYIO_DEFAULT: Final = "anyio.default"
 """Name of anyio's default thread limiter (Starlette/FastAPI sync paths)."""
+
+POOL_OTHER: Final = "other"
+"""The pool name metrics use past the cap on distinct names (``max_pool_names``)."""

@@ -1,0 +1,69 @@
+"""The cardinality guard: pool names in metrics are bounded; spans keep the names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import poolscope
+from conftest import Telemetry
+from poolscope import ConfigurationError, _pools, semconv
+from poolscope._config import ENV_MAX_POOL_NAMES, Settings
+
+
+@pytest.fixture
+def room_for_three(telemetry: Telemetry) -> Iterator[None]:
+    """Set the cap three names above what this process has seen so far."""
+    guard = _pools._names
+    saved = (guard.limit, set(guard.seen), guard.folded)
+    guard.limit = len(guard.seen) + 3
+    try:
+        yield
+    finally:
+        guard.limit, guard.seen, guard.folded = saved[0], saved[1], saved[2]
+
+
+@pytest.mark.usefixtures("room_for_three")
+def test_names_past_the_cap_are_counted_as_other_while_spans_keep_them(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = [f"per-request-pool-{n}" for n in range(6)]
+    tracer = telemetry.tracer
+    for name in names:
+        pool = poolscope.instrument_executor(ThreadPoolExecutor(1), name=name)
+        with tracer.start_as_current_span("request"):
+            pool.submit(lambda: None).result(timeout=10)
+        pool.shutdown()
+    in_metrics = {
+        point.attributes[semconv.ATTR_EXECUTOR_NAME]
+        for point in telemetry.points(semconv.METRIC_TASK_RUN_DURATION)
+    }
+    assert in_metrics == {*names[:3], semconv.POOL_OTHER}
+    [other] = telemetry.points(semconv.METRIC_TASK_RUN_DURATION, executor__name="other")
+    assert other.count == 3  # the three later pools' tasks, none lost
+    in_spans = {
+        (span.attributes or {})[semconv.ATTR_EXECUTOR_NAME]
+        for span in telemetry.spans(semconv.SPAN_RUN)
+    }
+    assert in_spans == set(names)
+    warnings = [r for r in caplog.records if "distinct pool names" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+@pytest.mark.usefixtures("room_for_three")
+def test_the_loop_pools_are_never_folded() -> None:
+    guard = _pools._names
+    guard.limit = len(guard.seen)  # full
+    assert guard.for_metrics(semconv.POOL_ASYNCIO_DEFAULT) == semconv.POOL_ASYNCIO_DEFAULT
+    assert guard.for_metrics(semconv.POOL_ANYIO_DEFAULT) == semconv.POOL_ANYIO_DEFAULT
+    assert guard.for_metrics("a-new-name") == semconv.POOL_OTHER
+
+
+@pytest.mark.parametrize("raw", ["-1", "many", "1e3", "100001", " 5x"])
+def test_a_bad_cap_is_refused_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigurationError, match=ENV_MAX_POOL_NAMES):
+        Settings.resolve(environ={ENV_MAX_POOL_NAMES: raw})
+    with pytest.raises(ConfigurationError, match="max_pool_names"):
+        Settings.resolve(max_pool_names=-1, environ={})
