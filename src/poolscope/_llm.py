@@ -206,7 +206,10 @@ class LLMCall:
             metric_attributes[semconv.ATTR_ERROR_TYPE] = error_type(exc)
         if self._pool_task is not None:
             # the worker-seconds sync LLM calls pin, per pool, for the dashboards
-            metric_attributes[semconv.ATTR_EXECUTOR_NAME] = self._pool_task.pool.name
+            pool_attributes = self._pool_task.pool.attributes  # the bounded metric name
+            metric_attributes[semconv.ATTR_EXECUTOR_NAME] = pool_attributes[
+                semconv.ATTR_EXECUTOR_NAME
+            ]
         span = self._span
         if span is not None:
             span.set_attributes(self._response_attributes())
