@@ -29,6 +29,7 @@ from _stack import (
     start_fake_llm,
     start_jaeger,
 )
+from poolscope import _promql as p
 from poolscope import semconv
 
 pytestmark = pytest.mark.slow
@@ -88,11 +89,11 @@ def test_the_gateway_keeps_the_traces_that_waited_and_counts_every_span(tmp_path
         waits = [s for s in trace["spans"] if s["operationName"] == semconv.SPAN_WAIT]
         assert max(s["duration"] * 1000 for s in waits) >= SLOW_NS, trace["traceID"]
     # span metrics before sampling: every request counted, kept or not
+    route = f'{p.SPAN_NAME}="GET /chat"'
     calls = re.search(
-        r'traces_span_metrics_calls_total\{[^}]*job="naive-llm-app"[^}]*span_name="GET /chat"'
-        r"[^}]*\} (\d+)",
-        metrics,
+        rf'{p.SPAN_CALLS}\{{[^}}]*job="naive-llm-app"[^}}]*{route}[^}}]*\}} (\d+)', metrics
     )
     assert calls is not None and int(calls.group(1)) == served
     # the apps' own metrics came through agent and gateway too
-    assert re.search(r'executor_worker_limit\{[^}]*executor_name="asyncio.default"', metrics)
+    pool = f'{p.POOL}="{semconv.POOL_ASYNCIO_DEFAULT}"'
+    assert re.search(rf"{p.LIMIT}\{{[^}}]*{pool}", metrics)

@@ -75,18 +75,22 @@ def _serve(bench: Bench, name: str, argv: list[str], port: int, service: str) ->
     return server
 
 
+def _load_argv(port: int, seconds: int, *options: str) -> list[str]:
+    """30 closed-loop users on /chat of the server on ``port``."""
+    url = f"http://127.0.0.1:{port}"
+    return [
+        sys.executable,
+        str(ROOT / "tests" / "_sustain.py"),
+        *options,
+        url,
+        str(seconds),
+        "/chat:30",
+    ]
+
+
 def _load(port: int, seconds: int = LOAD_SECONDS) -> None:
     subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "_sustain.py"),
-            f"http://127.0.0.1:{port}",
-            str(seconds),
-            "/chat:30",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=seconds + 120,
+        _load_argv(port, seconds), check=True, capture_output=True, timeout=seconds + 120
     )
 
 
@@ -109,8 +113,8 @@ def _saturated_by_hand(bench: Bench, selector: str, limits: dict[str, float]) ->
     return saturated
 
 
-def _check_two_workers_each_against_its_own_limit(bench: Bench, job: str) -> set[str]:
-    """What every multi-worker server must show; returns the saturated workers."""
+def _check_two_workers_each_against_its_own_limit(bench: Bench, job: str) -> None:
+    """What every multi-worker server must show."""
     selector = f'job="{job}", {p.POOL}="{semconv.POOL_ASYNCIO_DEFAULT}"'
     limits = _by_instance(bench.prometheus.query(f"{p.LIMIT}{{{selector}}}"))
     assert len(limits) == 2 and set(limits.values()) == {LIMIT}, limits
@@ -142,20 +146,13 @@ def _check_two_workers_each_against_its_own_limit(bench: Bench, job: str) -> set
         if f.service == job and f.pool == semconv.POOL_ASYNCIO_DEFAULT
     }
     assert named == saturated
-    return saturated
 
 
 def _during_load(port: int, check: Callable[[], Any]) -> None:
     """Run the load in the background; ``check`` must pass near its end, while saturated."""
     load = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "_sustain.py"),
-            "--no-keepalive",  # connections spread over the workers sharing the socket
-            f"http://127.0.0.1:{port}",
-            str(LOAD_SECONDS),
-            "/chat:30",
-        ],
+        # a connection per request, so the workers sharing the socket all get some
+        _load_argv(port, LOAD_SECONDS, "--no-keepalive"),
         stdout=subprocess.DEVNULL,
     )
     with load:

@@ -61,7 +61,7 @@ PATHS: Final[tuple[str, ...]] = (
 
 _DEFAULT_WAIT_SPAN_THRESHOLD: Final = 0.001
 _DEFAULT_MAX_SPANS_PER_REQUEST: Final = 32
-_DEFAULT_MAX_POOL_NAMES: Final = 200
+DEFAULT_MAX_POOL_NAMES: Final = 200
 _DEFAULT_LOOP_INTERVAL: Final = 0.05
 _DEFAULT_LOOP_BLOCK_THRESHOLD: Final = 0.1
 _MAX_SPANS_CAP: Final = 100_000
@@ -102,7 +102,7 @@ class Settings:
     root_spans: bool = False
     paths: frozenset[str] = frozenset(PATHS)
     max_spans_per_request: int = _DEFAULT_MAX_SPANS_PER_REQUEST
-    max_pool_names: int = _DEFAULT_MAX_POOL_NAMES
+    max_pool_names: int = DEFAULT_MAX_POOL_NAMES
     loop_monitor: bool = True
     loop_interval: float = _DEFAULT_LOOP_INTERVAL
     loop_block_threshold: float = _DEFAULT_LOOP_BLOCK_THRESHOLD
@@ -150,7 +150,7 @@ class Settings:
                 max_pool_names,
                 ENV_MAX_POOL_NAMES,
                 env,
-                _DEFAULT_MAX_POOL_NAMES,
+                DEFAULT_MAX_POOL_NAMES,
             ),
             loop_monitor=_resolve_bool("loop_monitor", loop_monitor, ENV_LOOP_MONITOR, env, True),
             loop_interval=_resolve_seconds(

@@ -284,8 +284,10 @@ def _processes(settings: DemoSettings, logs: Path, trace_endpoint: str | None) -
         for app, script in APPS.items():
             port = getattr(settings, f"{app}_port") or _free_port()
             metrics_port = _free_port()
+            services[app] = f"{app}-llm-app"  # the apps take their name from the environment
             env = {
                 "POOLSCOPE_EXAMPLE_LLM_URL": f"http://127.0.0.1:{llm_port}",
+                "OTEL_SERVICE_NAME": services[app],
                 "OTEL_POOLSCOPE_PROMETHEUS_PORT": str(metrics_port),
                 "OTEL_METRIC_EXPORT_INTERVAL": "5000",
                 "OTEL_BSP_SCHEDULE_DELAY": "200",
@@ -303,7 +305,6 @@ def _processes(settings: DemoSettings, logs: Path, trace_endpoint: str | None) -
             start(app, [sys.executable, str(examples / script), f"--port={port}"], env, port)
             urls[app] = f"http://127.0.0.1:{port}"
             metrics[app] = f"http://127.0.0.1:{metrics_port}/metrics"
-            services[app] = f"{app}-llm-app"
         yield _Apps(urls, metrics, services)
 
 

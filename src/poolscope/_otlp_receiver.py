@@ -13,17 +13,19 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
+from . import semconv
+
 __all__ = ["ReceivedSpan", "TraceReceiver"]
 
 MAX_SPANS: Final = 200_000
 _KEPT_ATTRIBUTES: Final = frozenset(
     {
-        "executor.name",
-        "executor.wait.total",
-        "executor.worker.limit",
-        "executor.worker.busy",
-        "http.route",
-        "gen_ai.request.model",
+        semconv.ATTR_EXECUTOR_NAME,
+        semconv.ATTR_EXECUTOR_WAIT_TOTAL,
+        semconv.ATTR_EXECUTOR_WORKER_LIMIT,
+        semconv.ATTR_EXECUTOR_WORKER_BUSY,
+        semconv.ATTR_HTTP_ROUTE,
+        semconv.ATTR_GEN_AI_REQUEST_MODEL,
     }
 )
 

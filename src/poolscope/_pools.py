@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from . import semconv
+from ._config import DEFAULT_MAX_POOL_NAMES
 from ._safety import logger
 
 __all__ = ["Pool", "PoolSnapshot", "pool_for", "register", "snapshot_all"]
@@ -66,7 +67,7 @@ class _NameGuard:
         return semconv.POOL_OTHER
 
 
-_names = _NameGuard(200)
+_names = _NameGuard(DEFAULT_MAX_POOL_NAMES)
 
 
 def set_name_limit(limit: int) -> None:

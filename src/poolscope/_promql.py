@@ -64,6 +64,9 @@ SERVICE: Final = "job"
 """The service: ``service.name`` (``service.namespace/service.name`` when namespaced)."""
 SERVICE_NAME: Final = label("service.name")
 """``service.name`` itself, as the collector's config adds it (trace searches need it)."""
+SERVICE_INSTANCE_ID: Final = label("service.instance.id")
+TARGET_INFO: Final = "target_info"
+"""The series carrying a process's resource attributes as labels."""
 INSTANCE: Final = "instance"
 POOL: Final = label(semconv.ATTR_EXECUTOR_NAME)
 POOL_TYPE: Final = label(semconv.ATTR_EXECUTOR_TYPE)

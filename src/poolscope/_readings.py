@@ -199,9 +199,9 @@ def _parse_exposition(text: str, *, instance: str) -> Snapshot:
         raise SourceError(f"not a Prometheus text exposition: {error}") from None
     service = ""
     for sample in samples:
-        if sample.name == "target_info":  # the resource: who this process is
-            service = sample.labels.get("service_name", "")
-            instance = sample.labels.get("service_instance_id", instance)
+        if sample.name == p.TARGET_INFO:  # the resource: who this process is
+            service = sample.labels.get(p.SERVICE_NAME, "")
+            instance = sample.labels.get(p.SERVICE_INSTANCE_ID, instance)
     builder = _Builder()
     for sample in samples:
         labels = sample.labels

@@ -15,8 +15,10 @@ from typing import Any, Final
 
 from grafana_foundation_sdk.builders import alerting, expr, prometheus
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.alerting import RelativeTimeRange
 
 from poolscope import _promql as p
+from poolscope._diagnose import LAG_THRESHOLD_S, SATURATION
 
 from . import queries as q
 from ._encoding import plain
@@ -31,7 +33,7 @@ PROMETHEUS_UID: Final = "prometheus"
 SATURATION_WINDOW: Final = "1m"
 WAIT_WINDOW: Final = "5m"
 WAIT_P95_THRESHOLD_S: Final = 0.1
-LAG_P99_THRESHOLD_S: Final = 0.1
+LAG_P99_THRESHOLD_S: Final = LAG_THRESHOLD_S  # the rule diagnose() uses too
 WAITING_TASKS_THRESHOLD: Final = 1.0
 
 LIMIT_FROM_SERIES: Final = "series"
@@ -76,7 +78,7 @@ ALERTS: Final[tuple[Alert, ...]] = (
     Alert(
         name="PoolscopePoolSaturated",
         measure=q.typical_saturation(q.NO_MATCHERS, SATURATION_WINDOW),
-        condition=">= 0.95",
+        condition=f">= {SATURATION}",
         guard=f"{q.peak_pending(q.NO_MATCHERS, SATURATION_WINDOW)} > 0",
         for_="2m",
         severity="warning",
@@ -227,9 +229,7 @@ def _prometheus_query(ref_id: str, promql: str) -> alerting.Query:
     )
 
 
-def _relative_time_range() -> Any:
-    from grafana_foundation_sdk.models.alerting import RelativeTimeRange
-
+def _relative_time_range() -> RelativeTimeRange:
     return RelativeTimeRange(from_val=_LOOKBACK_S, to=0)
 
 

@@ -12,6 +12,7 @@ from typing import Final
 
 from poolscope import _promql as p
 from poolscope import semconv
+from poolscope._diagnose import SATURATION
 
 Matchers = Mapping[str, str]
 
@@ -76,7 +77,8 @@ def saturated_processes(m: Matchers, window: str) -> str:
     workers across processes against one process's limit.
     """
     saturated = (
-        f"({typical_saturation(m, window)}) >= 0.95 and {POOL_ON} ({peak_pending(m, window)}) > 0"
+        f"({typical_saturation(m, window)}) >= {SATURATION} "
+        f"and {POOL_ON} ({peak_pending(m, window)}) > 0"
     )
     return f"count {p.by(p.SERVICE, p.POOL)} ({saturated})"
 
