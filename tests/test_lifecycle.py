@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from importlib.metadata import entry_points
 
+import anyio
 import anyio._backends._asyncio as anyio_asyncio
+import anyio.to_thread
+import pytest
 import uvloop
+from opentelemetry import trace
+from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 from starlette.applications import Starlette
 
 import poolscope
-from conftest import make_telemetry
+from conftest import Telemetry, make_telemetry
+from poolscope import semconv
 
 PATCHED = [
     (ThreadPoolExecutor, "submit"),
@@ -45,29 +54,137 @@ def test_uninstrument_restores_every_patched_callable_exactly() -> None:
     assert "run_in_executor" not in uvloop.Loop.__dict__
 
 
-def test_cycles_do_not_stack_instruments_or_wrappers() -> None:
+def _owner_dicts() -> list[dict[str, object]]:
+    """Every patched owner's whole ``__dict__``: nothing added, nothing left behind."""
+    return [dict(owner.__dict__) for owner, _ in PATCHED]
+
+
+def _one_task_per_path(pool: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop) -> None:
+    pool.submit(int).result(timeout=10)
+    loop.run_until_complete(asyncio.to_thread(int))
+    anyio.run(anyio.to_thread.run_sync, int)
+
+
+def _memory() -> tuple[int, int, int]:
+    gc.collect()
+    return len(gc.get_objects()), sys.getallocatedblocks(), threading.active_count()
+
+
+CYCLES = 1_000
+WARM_UP = 100
+
+
+def test_a_thousand_cycles_restore_the_originals_and_grow_nothing() -> None:
     found = make_telemetry()
-    before = _originals()
-    for _ in range(50):
-        poolscope.instrument(
-            tracer_provider=found.tracer_provider, meter_provider=found.meter_provider
+    before = _owner_dicts()
+    loop = asyncio.new_event_loop()
+    pool = ThreadPoolExecutor(2, thread_name_prefix="cycles")
+    try:
+        for cycle in range(1, CYCLES + 1):
+            poolscope.instrument(
+                tracer_provider=found.tracer_provider, meter_provider=found.meter_provider
+            )
+            _one_task_per_path(pool, loop)
+            poolscope.uninstrument()
+            if cycle == WARM_UP:
+                found.reader.get_metrics_data()
+                warm = _memory()
+            _one_task_per_path(pool, loop)  # uninstrumented: must not be recorded
+        found.reader.get_metrics_data()
+        end = _memory()
+    finally:
+        pool.shutdown()
+        loop.close()
+    after = _owner_dicts()
+    assert [list(d) for d in after] == [list(d) for d in before]
+    for owner_before, owner_after in zip(before, after, strict=True):
+        for name, value in owner_before.items():
+            assert owner_after[name] is value, name  # the very object: byte-identical code
+    # 900 cycles after warm-up: no object, memory block or thread per cycle stays behind.
+    objects, blocks, threads = (e - w for e, w in zip(end, warm, strict=True))
+    assert objects < CYCLES - WARM_UP, (warm, end)
+    assert blocks < CYCLES - WARM_UP, (warm, end)
+    assert threads <= 0, (warm, end)
+    # Each instrumented cycle recorded each path's task once, the others none.
+    [runs] = found.points(semconv.METRIC_TASK_RUN_DURATION, executor__name="cycles")
+    assert runs.count == CYCLES
+    for name in (semconv.POOL_ASYNCIO_DEFAULT, semconv.POOL_ANYIO_DEFAULT):
+        assert (
+            sum(
+                p.count for p in found.points(semconv.METRIC_TASK_RUN_DURATION, executor__name=name)
+            )
+            == CYCLES
         )
-        with ThreadPoolExecutor(1, thread_name_prefix="cycles") as pool:
-            pool.submit(int).result()
-        poolscope.uninstrument()
-    assert _originals() == before
+    # One observation of a live pool's limit: no gauge callback stacked up either.
     poolscope.instrument(tracer_provider=found.tracer_provider, meter_provider=found.meter_provider)
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="cycles") as pool:
-            pool.submit(int).result()
-        # One observation of the live pool's limit, and each task recorded once:
-        # neither callbacks nor wrappers stacked up over the cycles.
-        limits = [p.value for p in found.points("executor.worker.limit", executor__name="cycles")]
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cycles-live")
+        pool.submit(int).result(timeout=10)
+        limits = [
+            p.value for p in found.points(semconv.METRIC_WORKER_LIMIT, executor__name="cycles-live")
+        ]
         assert limits == [1]
-        [runs] = found.points("executor.task.run.duration", executor__name="cycles")
-        assert runs.count == 51
+        pool.shutdown()
     finally:
         poolscope.uninstrument()
+
+
+def _runs(found: Telemetry, pool: str) -> int:
+    return sum(p.count for p in found.points(semconv.METRIC_TASK_RUN_DURATION, executor__name=pool))
+
+
+@pytest.fixture
+def threading_instrumentor() -> Iterator[ThreadingInstrumentor]:
+    instrumentor = ThreadingInstrumentor()
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()
+
+
+def test_under_opentelemetry_threading_each_task_is_recorded_once_and_context_flows(
+    threading_instrumentor: ThreadingInstrumentor,
+) -> None:
+    found = make_telemetry()
+    before = _owner_dicts()
+    threading_instrumentor.instrument()
+    poolscope.instrument(tracer_provider=found.tracer_provider, meter_provider=found.meter_provider)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="beneath") as pool:
+            with found.tracer.start_as_current_span("request") as request:
+                seen = pool.submit(trace.get_current_span).result(timeout=10)
+        assert _runs(found, "beneath") == 1
+        [run] = found.spans(semconv.SPAN_RUN, pool="beneath")
+        assert run.parent is not None and run.parent.span_id == request.get_span_context().span_id
+        assert seen.get_span_context().span_id == run.context.span_id
+    finally:
+        poolscope.uninstrument()
+    threading_instrumentor.uninstrument()
+    assert _owner_dicts() == before
+
+
+def test_reinstrumenting_under_a_later_wrapper_reuses_ours_instead_of_counting_twice(
+    threading_instrumentor: ThreadingInstrumentor, caplog: pytest.LogCaptureFixture
+) -> None:
+    found = make_telemetry()
+    before = _owner_dicts()
+    poolscope.instrument(tracer_provider=found.tracer_provider, meter_provider=found.meter_provider)
+    threading_instrumentor.instrument()  # wraps poolscope's submit
+    with ThreadPoolExecutor(1, thread_name_prefix="stranded") as pool:
+        for _ in range(CYCLES):
+            poolscope.uninstrument()  # ours is beneath theirs: left as a pass-through
+            pool.submit(int).result(timeout=10)
+            poolscope.instrument(
+                tracer_provider=found.tracer_provider, meter_provider=found.meter_provider
+            )
+            pool.submit(int).result(timeout=10)
+        assert _runs(found, "stranded") == CYCLES  # once per instrumented submit, never twice
+        threading_instrumentor.uninstrument()  # puts ours back on top
+        pool.submit(int).result(timeout=10)
+        assert _runs(found, "stranded") == CYCLES + 1
+    poolscope.uninstrument()
+    assert _owner_dicts() == before
+    assert "wrapped again by another library" in caplog.text
 
 
 def test_a_wrapper_installed_on_top_of_ours_is_left_alone(caplog: object) -> None:

@@ -3,8 +3,10 @@
 A :class:`Patch` remembers what the owner's ``__dict__`` held before (or that
 it held nothing, when the attribute was inherited) and puts exactly that back.
 If another library wrapped on top of ours in the meantime, removing ours would
-remove theirs too; then our wrapper stays in place and, with poolscope
-inactive, just calls through.
+remove theirs too; then our wrapper stays in place ("stranded") and, with
+poolscope inactive, just calls through. Instrumenting again reuses a stranded
+wrapper still in the chain instead of stacking a second one above the other
+library's, which would record every task twice.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Any, Final
 
 from ._safety import logger
 
-__all__ = ["BeneathPatch", "Patch"]
+__all__ = ["BeneathPatch", "Patch", "install"]
 
 _MISSING: Final = object()
+_MAX_CHAIN: Final = 16  # wrappers followed through ``__wrapped__``, bounded against cycles
+_stranded: list[Patch] = []
 
 
 class Patch:
@@ -33,6 +37,7 @@ class Patch:
     def revert(self) -> None:
         current = self.owner.__dict__.get(self.attribute, _MISSING)
         if current is not self.replacement:
+            _stranded.append(self)
             logger.warning(
                 "poolscope: %s.%s was wrapped again by another library after poolscope; "
                 "leaving poolscope's wrapper in place as a pass-through",
@@ -44,6 +49,40 @@ class Patch:
             delattr(self.owner, self.attribute)
         else:
             setattr(self.owner, self.attribute, self.original)
+
+    def in_chain(self) -> bool:
+        """Whether our wrapper is still reached from ``owner.attribute``, under other wrappers."""
+        current = self.owner.__dict__.get(self.attribute, _MISSING)
+        for _ in range(_MAX_CHAIN):
+            if current is self.replacement:
+                return True
+            current = getattr(current, "__wrapped__", _MISSING)
+            if current is _MISSING:
+                return False
+        return False
+
+
+def install(patch: Patch) -> Patch:
+    """Apply ``patch``, or bring back a stranded wrapper of ours for the same attribute.
+
+    Returns the patch now in effect, to be reverted on uninstrument.
+    """
+    for stranded in list(_stranded):
+        if stranded.owner is not patch.owner or stranded.attribute != patch.attribute:
+            continue
+        _stranded.remove(stranded)
+        if stranded.in_chain():
+            return stranded  # it records again as soon as poolscope is active
+        if stranded.owner.__dict__.get(stranded.attribute, _MISSING) is not stranded.original:
+            logger.warning(
+                "poolscope: the wrapper another library put on %s.%s hides what it wraps "
+                "(no __wrapped__); poolscope's earlier wrapper may be beneath it, and tasks "
+                "through both would be recorded twice",
+                getattr(stranded.owner, "__qualname__", stranded.owner),
+                stranded.attribute,
+            )
+    patch.apply()
+    return patch
 
 
 class BeneathPatch(Patch):

@@ -27,7 +27,7 @@ from ._config import (
     Settings,
 )
 from ._loop_monitor import monitor_loop, stop_all
-from ._patch import Patch
+from ._patch import Patch, install
 from ._pools import set_name_limit
 from ._safety import report_internal_error
 from ._telemetry import Telemetry
@@ -72,10 +72,7 @@ def _patch_factories() -> dict[str, Callable[[], list[Patch]]]:
 def _install(path: str) -> None:
     if path in state.patches:
         return
-    patches = _patch_factories()[path]()
-    for patch in patches:
-        patch.apply()
-    state.patches[path] = patches
+    state.patches[path] = [install(patch) for patch in _patch_factories()[path]()]
 
 
 def activate(
