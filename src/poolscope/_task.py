@@ -21,7 +21,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 from opentelemetry import context, trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from . import _runtime, semconv
+from . import _nested, _runtime, semconv
 from ._pools import Pool, pool_for
 from ._recorder import record
 from ._rollup import current_rollup
@@ -115,7 +115,9 @@ class Task:
     __slots__ = (
         "busy_at_submit",
         "ended",
+        "flagged",
         "func",
+        "outer",
         "parent",
         "pending_at_submit",
         "pool",
@@ -141,9 +143,14 @@ class Task:
         parent = context.get_current()
         self.parent = parent
         self.traced = telemetry.root_spans or trace.get_current_span(parent).is_recording()
+        self.flagged = False  # reported as deadlocked by the nested-offload watch
+        outer = current_task.get()
+        self.outer = outer if outer is not None and outer.pool is pool else None
         with pool.lock:
             self.busy_at_submit, self.pending_at_submit = pool.counts()
             pool.pending += 1
+        if self.outer is not None:
+            _nested.watch(self)
 
     # --- wrapping --------------------------------------------------------------
 
@@ -257,7 +264,7 @@ class Task:
             record(self.telemetry.wait, waited / _NS_PER_S, attributes, exemplar)
             if self.rollup is not None:
                 self.rollup.add_wait(waited)
-            if self.traced and long_wait and self._may_span():
+            if self.traced and long_wait and not self.flagged and self._may_span():
                 offset = _epoch_offset_ns()
                 span = self._wait_span(offset)
                 if cancelled:
@@ -336,6 +343,40 @@ class Task:
         except Exception:
             report_internal_error("recording a process pool task")
 
+    # --- nested offloads (see _nested) --------------------------------------------
+
+    def is_waiting(self) -> bool:
+        return self.state == WAITING
+
+    def is_running(self) -> bool:
+        return self.state == RUNNING
+
+    def function_name(self) -> str:
+        return function_name(self.func)
+
+    def flag_deadlock(self) -> bool:
+        """Report this waiting task as stuck in a self-deadlock; False if already done."""
+        with self.pool.lock:
+            if self.state != WAITING or self.flagged:
+                return False
+            self.flagged = True
+        try:
+            if self.traced:
+                offset = _epoch_offset_ns()
+                span = self._wait_span(offset)
+                span.set_attribute(semconv.ATTR_ERROR_TYPE, semconv.ERROR_NESTED_DEADLOCK)
+                span.set_status(
+                    Status(
+                        StatusCode.ERROR,
+                        f"every worker of {self.pool.name!r} runs a task that submitted "
+                        "work to the same pool: none can start",
+                    )
+                )
+                span.end(end_time=_monotonic_ns() + offset)
+        except Exception:
+            report_internal_error("reporting a nested-offload deadlock")
+        return True
+
     # --- spans ------------------------------------------------------------------
 
     def _may_span(self) -> bool:
@@ -344,7 +385,8 @@ class Task:
     def _start_spans(self, now: int, waited: bool, attach: bool) -> object | None:
         telemetry = self.telemetry
         offset = _epoch_offset_ns()
-        if waited and now - self.submitted >= telemetry.wait_threshold_ns and self._may_span():
+        long_wait = now - self.submitted >= telemetry.wait_threshold_ns
+        if waited and long_wait and not self.flagged and self._may_span():
             self._wait_span(offset).end(end_time=now + offset)
         if not (telemetry.run_spans and self._may_span()):
             return context.attach(self.parent) if attach else None
@@ -356,6 +398,8 @@ class Task:
         attributes[semconv.ATTR_EXECUTOR_NAME] = self.pool.name  # unbounded names belong here
         if self.func is not None:
             attributes[semconv.ATTR_CODE_FUNCTION_NAME] = function_name(self.func)
+        if self.outer is not None:
+            attributes[semconv.ATTR_EXECUTOR_TASK_NESTED] = True
         return attributes
 
     def _wait_span(self, offset: int) -> Span:

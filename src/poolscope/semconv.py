@@ -26,6 +26,7 @@ __all__ = [
     "ATTR_EXECUTOR_SPANS_DROPPED",
     "ATTR_EXECUTOR_TASK_CANCELLED",
     "ATTR_EXECUTOR_TASK_COUNT",
+    "ATTR_EXECUTOR_TASK_NESTED",
     "ATTR_EXECUTOR_TASK_PENDING",
     "ATTR_EXECUTOR_TYPE",
     "ATTR_EXECUTOR_WAIT_MAX",
@@ -50,6 +51,7 @@ __all__ = [
     "ATTR_SERVER_ADDRESS",
     "ATTR_SERVER_PORT",
     "DURATION_BUCKETS",
+    "ERROR_NESTED_DEADLOCK",
     "EXECUTOR_TYPES",
     "EXECUTOR_TYPE_LIMITER",
     "EXECUTOR_TYPE_PROCESS_POOL",
@@ -173,6 +175,8 @@ ATTR_EXECUTOR_WORKER_LIMIT: Final = "executor.worker.limit"
 ATTR_EXECUTOR_WORKER_BUSY: Final = "executor.worker.busy"
 ATTR_EXECUTOR_TASK_PENDING: Final = "executor.task.pending"
 ATTR_EXECUTOR_TASK_CANCELLED: Final = "executor.task.cancelled"
+ATTR_EXECUTOR_TASK_NESTED: Final = "executor.task.nested"
+"""Task spans: submitted from a worker of the same pool (a self-deadlock risk in a full pool)."""
 ATTR_EXECUTOR_WAIT_TOTAL: Final = "executor.wait.total"
 """Server span: seconds the request's tasks spent waiting for workers, summed."""
 ATTR_EXECUTOR_WAIT_MAX: Final = "executor.wait.max"
@@ -234,6 +238,9 @@ POOL_ASYNCIO_DEFAULT: Final = "asyncio.default"
 
 POOL_ANYIO_DEFAULT: Final = "anyio.default"
 """Name of anyio's default thread limiter (Starlette/FastAPI sync paths)."""
+
+ERROR_NESTED_DEADLOCK: Final = "nested_offload_deadlock"
+"""``error.type`` of a wait span ended early: every worker runs a task that waits on nested work."""
 
 POOL_OTHER: Final = "other"
 """The pool name metrics use past the cap on distinct names (``max_pool_names``)."""

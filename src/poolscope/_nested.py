@@ -1,0 +1,121 @@
+"""Nested offloads, and the self-deadlock they cause in a full pool.
+
+A task that submits work to its own pool and waits for the result holds one
+worker while it waits for another. When every worker does that at once, no
+queued task can ever start: the pool is deadlocked, and the requests behind it
+hang without an error. Nothing ends, so no span would ever be exported.
+
+Each task submitted from a worker of the same pool is marked nested (spans get
+``executor.task.nested`` = true) and watched while it waits. A watcher thread,
+alive only while nested tasks wait, looks for the deadlock's signature: the
+pool is full, and every busy worker runs a task that has nested work still
+waiting, for longer than :data:`DEADLOCK_AFTER_S`. Then each of those waiting
+tasks gets its wait span at once, ended now, with an error status and
+``error.type`` = ``nested_offload_deadlock``, and a warning is logged once per
+pool. If the pool recovers (say the outer tasks time out), the tasks start and
+are recorded as usual, without a second wait span.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Final
+
+from ._safety import logger, report_internal_error
+
+if TYPE_CHECKING:
+    from ._pools import Pool
+    from ._task import Task
+
+__all__ = ["DEADLOCK_AFTER_S", "watch"]
+
+DEADLOCK_AFTER_S: Final = 1.0
+"""How long every worker must have been stuck behind nested work before it is called a deadlock."""
+
+_CHECK_INTERVAL_S: Final = 0.1
+
+
+class _Watch:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: list[Task] = []
+        self.thread: threading.Thread | None = None
+        self.warned: set[str] = set()
+
+    def add(self, task: Task) -> None:
+        with self.lock:
+            self.waiting.append(task)
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._run, name="poolscope-nested-watch", daemon=True
+                )
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(_CHECK_INTERVAL_S)
+            with self.lock:
+                self.waiting = [task for task in self.waiting if task.is_waiting()]
+                if not self.waiting:
+                    self.thread = None
+                    return
+                waiting = list(self.waiting)
+            try:
+                self._check(waiting)
+            except Exception:
+                report_internal_error("watching nested offloads")
+
+    def _check(self, waiting: list[Task]) -> None:
+        cutoff = time.monotonic_ns() - int(DEADLOCK_AFTER_S * 1e9)
+        by_pool: dict[int, list[Task]] = {}
+        for task in waiting:
+            by_pool.setdefault(id(task.pool), []).append(task)
+        for tasks in by_pool.values():
+            pool = tasks[0].pool
+            if _deadlocked(pool, tasks, cutoff):
+                self._report(pool, tasks)
+
+    def _report(self, pool: Pool, tasks: list[Task]) -> None:
+        flagged = [task for task in tasks if task.flag_deadlock()]
+        if not flagged or pool.name in self.warned:
+            return
+        self.warned.add(pool.name)
+        logger.warning(
+            "poolscope: pool %r looks deadlocked: all %s workers run tasks that submitted work "
+            "to the same pool and it cannot start (first: %s); give nested work its own pool",
+            pool.name,
+            pool.limit(),
+            flagged[0].function_name(),
+        )
+
+
+def _deadlocked(pool: Pool, tasks: list[Task], cutoff: int) -> bool:
+    """Every worker is busy, and each runs a task whose nested work waits since ``cutoff``."""
+    holders = {
+        id(task.outer)
+        for task in tasks
+        if task.submitted <= cutoff and task.outer is not None and task.outer.is_running()
+    }
+    with pool.lock:
+        busy = pool.busy
+    return 0 < busy <= len(holders) and busy >= pool.limit()
+
+
+_watch = _Watch()
+
+
+def watch(task: Task) -> None:
+    """Watch a nested task until it starts or is abandoned."""
+    _watch.add(task)
+
+
+def _reset_after_fork() -> None:
+    _watch.reset()  # the watcher did not survive; the parent's tasks are not ours
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
