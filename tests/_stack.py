@@ -166,9 +166,13 @@ def start_collector(
     trace_store_port: int,
     config: str = "config.yaml",
     env: Mapping[str, str] | None = None,
+    ports: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
-    """Our collector with one of the repository's configs on free ports; returns the ports."""
-    ports = {name: free_port() for name in ("grpc", "http", "prometheus", "telemetry")}
+    """Our collector with one of the repository's configs; returns its ports.
+
+    The ports are free ones, or ``ports`` to start it again where it was.
+    """
+    ports = dict(ports or {n: free_port() for n in ("grpc", "http", "prometheus", "telemetry")})
     name = "collector" if config == "config.yaml" else config.removesuffix(".yaml")
     collector = start(
         name,

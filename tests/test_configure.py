@@ -113,6 +113,8 @@ BAD_SETTINGS = [
     ("wait_span_threshold=-2", {}, "wait_span_threshold must be a number of seconds"),
     ('service_name=""', {}, "service_name must be a non-empty string"),
     ("app=42", {}, "app must be an ASGI application"),
+    ("", {"OTEL_BSP_MAX_QUEUE_SIZE": "100"}, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512) must not"),
+    ("", {"OTEL_BSP_MAX_QUEUE_SIZE": "-5"}, "OTEL_BSP_MAX_QUEUE_SIZE must be a positive"),
 ]
 
 

@@ -148,6 +148,8 @@ class _Plan:
                 "OTEL_METRIC_EXPORT_INTERVAL must be a positive number of milliseconds, "
                 f"got {interval!r}"
             )
+        if exporters["traces"] != "none":
+            _check_batch_settings(env)
         return cls(
             service_name=service_name,
             endpoint=endpoint,
@@ -157,6 +159,30 @@ class _Plan:
             prometheus_port=port,
             prometheus_host=host,
             metric_interval_ms=int(interval) if interval else _DEFAULT_METRIC_INTERVAL_MS,
+        )
+
+
+_BSP_QUEUE: Final = ("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+_BSP_BATCH: Final = ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
+
+
+def _check_batch_settings(env: Mapping[str, str]) -> None:
+    """The span queue variables the SDK reads, checked as it would check them later,
+    where it raises a bare ``ValueError`` with the meter provider already set up.
+    (It ignores, with a warning, values that are not integers.)"""
+    sizes = {}
+    for variable, default in (_BSP_QUEUE, _BSP_BATCH):
+        raw = env.get(variable, "").strip()
+        try:
+            sizes[variable] = int(raw) if raw else default
+        except ValueError:
+            sizes[variable] = default
+        if sizes[variable] <= 0:
+            raise ConfigurationError(f"{variable} must be a positive integer, got {raw!r}")
+    queue, batch = sizes[_BSP_QUEUE[0]], sizes[_BSP_BATCH[0]]
+    if batch > queue:
+        raise ConfigurationError(
+            f"{_BSP_BATCH[0]} ({batch}) must not exceed {_BSP_QUEUE[0]} ({queue})"
         )
 
 
@@ -374,11 +400,16 @@ def _otlp_exporter(signal: str, plan: _Plan) -> Any:
             f"OTLP over {plan.protocol} needs its exporter: pip install 'poolscope[otlp]'"
         ) from None
     if not plan.endpoint:
-        return exporter_class()  # the exporter reads OTEL_EXPORTER_OTLP_* itself
-    endpoint = plan.endpoint
-    if plan.protocol == "http/protobuf":
-        endpoint = endpoint.rstrip("/") + _OTLP_HTTP_PATHS[signal]
-    return exporter_class(endpoint=endpoint)
+        exporter = exporter_class()  # the exporter reads OTEL_EXPORTER_OTLP_* itself
+    else:
+        endpoint = plan.endpoint
+        if plan.protocol == "http/protobuf":
+            endpoint = endpoint.rstrip("/") + _OTLP_HTTP_PATHS[signal]
+        exporter = exporter_class(endpoint=endpoint)
+    from ._export import reporting  # needs the SDK, which the exporter has just imported
+
+    where = getattr(exporter, "_endpoint", None) or plan.endpoint or "the OTLP endpoint"
+    return reporting(signal, exporter, str(where))
 
 
 def _prometheus_reader(plan: _Plan) -> Any:

@@ -1,0 +1,46 @@
+"""The collector killed, restarted and killed again under load: requests never fail,
+each outage is reported once, memory stays bounded and export resumes by itself.
+
+The short version of ``benchmarks/export_faults.py`` (whose long run compares
+throughput and latency with a no-export baseline; see docs/reliability.md),
+with the real collector, the fixed example app under uvicorn and the fake LLM
+server. The exporter timeout is cut to 2 s so that a few seconds of outage
+are seen as one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks import export_faults
+
+import _stack
+
+SECONDS = 30
+RSS_BOUND_MB = 64
+"""Growth allowed over the outages: bounded queues (2,048 spans) and gRPC buffers,
+far below what a run that kept every dropped span would need."""
+
+
+def test_collector_outages_are_reported_once_each_and_export_resumes(tmp_path: Path) -> None:
+    _stack.binary("collector")
+    args = argparse.Namespace(seconds=SECONDS, users=20, export_timeout=2.0)
+    run = export_faults.run("faults", args, tmp_path)
+
+    assert run.failures == 0
+    assert all(phase.requests > 0 for phase in run.phases), run.phases
+    # Two outages (killed at 20%, and at 50% to the end): one line as each starts
+    # and one as export works again after the restart, per signal; the OTLP
+    # exporter's per-retry warnings are held back.
+    ours = [line for line in run.export_log if line.startswith("poolscope:")]
+    others = [line for line in run.export_log if not line.startswith("poolscope:")]
+    assert others == []
+    for what in ("spans", "metric points"):
+        assert sum(f"cannot export {what} to" in line for line in ours) == 2, ours
+        assert sum(f"{what} export to" in line and "works again" in line for line in ours) == 2
+    dropped = [line for line in ours if "spans were dropped" in line]
+    assert all(int(line.split("; ")[1].split()[0]) > 0 for line in dropped), dropped
+    assert run.resumed == {"spans": True, "metric points": True, "collector received spans": True}
+    healthy_rss = run.phases[0].max_rss_mb
+    assert max(phase.max_rss_mb for phase in run.phases) - healthy_rss < RSS_BOUND_MB, run.rss_mb
