@@ -3,11 +3,14 @@ a ConfigurationError that names the setting, at configure time; never another ex
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from poolscope import ConfigurationError
 from poolscope import _config as c
@@ -40,7 +43,10 @@ CONFIGURE_VARIABLES = (
     "OTEL_METRICS_EXPORTER",
     "OTEL_METRIC_EXPORT_INTERVAL",
     "OTEL_POOLSCOPE_PROMETHEUS_PORT",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
 )
+SPAN_QUEUE_VARIABLES = ("OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
 
 anything = st.one_of(
     st.none(),
@@ -103,3 +109,41 @@ def test_every_configure_keyword(keyword: str, value: object) -> None:
 @given(raw=env_text)
 def test_every_configure_variable(variable: str, raw: str) -> None:
     _expect_valid_or_named(lambda: _plan({variable: raw}), variable)
+
+
+def _settable(value: str) -> bool:
+    """What a real environment can hold: no NUL, encodable."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+size_text = (env_text | st.integers(-5, 5000).map(str)).filter(_settable)
+
+
+@FUZZ
+@given(queue=size_text, batch=size_text)
+def test_span_queue_sizes_the_plan_accepts_the_sdk_accepts(queue: str, batch: str) -> None:
+    """The SDK checks these itself, later, with a bare ValueError; the plan must refuse
+    first (naming a variable) everything the SDK would refuse."""
+    env = dict(zip(SPAN_QUEUE_VARIABLES, (queue, batch), strict=True))
+    refused = None
+    try:
+        _plan(env)
+    except ConfigurationError as error:
+        refused = str(error)
+    if refused is not None:
+        assert any(variable in refused for variable in SPAN_QUEUE_VARIABLES), refused
+        return
+    saved = {variable: os.environ.get(variable) for variable in SPAN_QUEUE_VARIABLES}
+    os.environ.update(env)
+    try:
+        BatchSpanProcessor(InMemorySpanExporter()).shutdown()
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value

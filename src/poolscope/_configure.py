@@ -164,6 +164,7 @@ class _Plan:
 
 _BSP_QUEUE: Final = ("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
 _BSP_BATCH: Final = ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
+_MAX_SPAN_QUEUE: Final = 10_000_000  # spans of ~2 KB: 20 GB; beyond, a typo (or an overflow)
 
 
 def _check_batch_settings(env: Mapping[str, str]) -> None:
@@ -177,8 +178,10 @@ def _check_batch_settings(env: Mapping[str, str]) -> None:
             sizes[variable] = int(raw) if raw else default
         except ValueError:
             sizes[variable] = default
-        if sizes[variable] <= 0:
-            raise ConfigurationError(f"{variable} must be a positive integer, got {raw!r}")
+        if not 0 < sizes[variable] <= _MAX_SPAN_QUEUE:
+            raise ConfigurationError(
+                f"{variable} must be a positive integer up to {_MAX_SPAN_QUEUE:_}, got {raw!r}"
+            )
     queue, batch = sizes[_BSP_QUEUE[0]], sizes[_BSP_BATCH[0]]
     if batch > queue:
         raise ConfigurationError(
