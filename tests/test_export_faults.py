@@ -11,6 +11,11 @@ are seen as one.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 from benchmarks import export_faults
@@ -44,3 +49,49 @@ def test_collector_outages_are_reported_once_each_and_export_resumes(tmp_path: P
     assert run.resumed == {"spans": True, "metric points": True, "collector received spans": True}
     healthy_rss = run.phases[0].max_rss_mb
     assert max(phase.max_rss_mb for phase in run.phases) - healthy_rss < RSS_BOUND_MB, run.rss_mb
+
+
+EXIT_PROBE = textwrap.dedent(
+    """
+    import sys, time
+    from concurrent.futures import ThreadPoolExecutor
+    import poolscope
+
+    poolscope.configure(service_name="exit-probe", otlp_endpoint=sys.argv[1], root_spans=True)
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(100):
+            pool.submit(int).result()
+    time.sleep(3)  # export fails in the meantime, and is reported
+    print("exiting", flush=True)
+    with ThreadPoolExecutor(2) as pool:  # spans still queued at exit
+        for _ in range(100):
+            pool.submit(int).result()
+    """
+)
+
+
+def test_an_app_whose_collector_is_down_exits_at_once() -> None:
+    """Without poolscope's exit hook, the SDK's exit-time flush retries against the
+    dead collector for the exporter's whole timeout (10 s here), once per signal."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", EXIT_PROBE, f"http://127.0.0.1:{_stack.free_port()}"],
+        env={
+            **os.environ,
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "10",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "exiting\n"
+    exiting = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    took = time.monotonic() - exiting
+    assert process.returncode == 0, stderr
+    assert took < 3, (took, stderr)
+    assert stderr.count("poolscope: cannot export spans") == 1, stderr
+    others = [line for line in stderr.splitlines() if not line.startswith("poolscope:")]
+    assert others == []  # the exporter's own retry warnings were held back

@@ -81,6 +81,10 @@ def configure(
     with _lock:
         meter_provider = _meter_provider(plan)
         tracer_provider = _tracer_provider(plan, meter_provider)
+        if _ours:  # exporters made here, which must not hold up the exit (see _export)
+            from ._export import register_exit_hook
+
+            register_exit_hook()
     instrument(tracer_provider=tracer_provider, meter_provider=meter_provider, **settings)
     if app is None:
         return None

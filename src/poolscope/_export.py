@@ -7,15 +7,24 @@ exports runs, the OTLP exporter's own log records are held back; the first
 failure is reported once, with the exporter's own message, and the return of
 the collector once, with how many spans or metric points were dropped in
 between. Export itself, its retries and its bounded queues stay the SDK's.
+
+At exit, the SDK flushes what it holds, and against a dead collector each
+flush retries for the exporter's whole timeout (10 s by default), delaying
+every restart of the app. :func:`give_up_at_exit` shuts a failing exporter down
+first, which ends its retries: the app exits at once, the rest counted as dropped.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
@@ -27,11 +36,15 @@ __all__ = [
     "ExportHealth",
     "ReportingMetricExporter",
     "ReportingSpanExporter",
-    "health",
+    "give_up_at_exit",
+    "register_exit_hook",
     "reporting",
 ]
 
-_EXPORTER_LOGGERS = "opentelemetry.exporter"
+_EXPORTER_LOGGERS: Final = "opentelemetry.exporter"
+_SLOW_EXPORT_S: Final = 1.0
+"""An export running this long at exit is retrying, or its collector hangs: a
+healthy one takes milliseconds."""
 
 
 class _HeldBack(threading.local):
@@ -76,23 +89,51 @@ class ExportHealth:
         self.dropped_in_outage = 0
         self.outages = 0
         self.last_message: str | None = None
+        self.in_export = False
+        self.export_started = 0.0
 
     def note(self, record: logging.LogRecord) -> None:
-        """Keep the exporter's last word on this export: the reason it failed."""
-        if record.levelno >= logging.WARNING:
+        """Keep the exporter's first warning in this export: why it failed."""
+        if record.levelno >= logging.WARNING and self.last_message is None:
             try:
                 self.last_message = record.getMessage()
             except Exception:  # a malformed record must not break the export thread
                 self.last_message = str(record.msg)
 
     @contextmanager
-    def exporting(self) -> Iterator[None]:
-        self.last_message = None
+    def holding_back(self) -> Iterator[None]:
+        """The exporter's log records on this thread go to :meth:`note`."""
         previous, _held_back.health = _held_back.health, self
         try:
             yield
         finally:
             _held_back.health = previous
+
+    @contextmanager
+    def exporting(self) -> Iterator[None]:
+        self.last_message = None
+        self.export_started = time.monotonic()
+        self.in_export = True
+        try:
+            with self.holding_back():
+                yield
+        finally:
+            self.in_export = False
+
+    def in_trouble(self) -> bool:
+        """Failing, or in an export that is retrying (it logged a warning) or slow."""
+        if self.failing:
+            return True
+        if not self.in_export:
+            return False
+        slow = time.monotonic() - self.export_started > _SLOW_EXPORT_S
+        return self.last_message is not None or slow
+
+    @property
+    def authority(self) -> str:
+        """host:port of the endpoint: the spans and metrics of one collector share it."""
+        endpoint = self.endpoint if "//" in self.endpoint else f"//{self.endpoint}"
+        return urlsplit(endpoint).netloc or self.endpoint
 
     def done(self, ok: bool, items: int) -> None:
         with self.lock:
@@ -121,7 +162,7 @@ class ExportHealth:
         else:
             logger.warning(
                 "poolscope: cannot export %s to %s (%s); dropping %s until it works again "
-                "(the app is not slowed; this is reported once per outage)",
+                "(reported once per outage)",
                 self.what,
                 self.endpoint,
                 self.last_message or "the exporter gave no reason",
@@ -129,24 +170,37 @@ class ExportHealth:
             )
 
 
-_registry: dict[str, ExportHealth] = {}
-
-
-def health(what: str) -> ExportHealth | None:
-    """The health of the last exporter of ``what`` (``spans``, ``metric points``) made here."""
-    return _registry.get(what)
+_exporters: list[ReportingSpanExporter | ReportingMetricExporter] = []
+_exit_hook = {"registered": False}
 
 
 def _tracked(what: str, endpoint: str) -> ExportHealth:
     _hold_back_exporter_logs()
-    found = _registry[what] = ExportHealth(what, endpoint)
-    return found
+    return ExportHealth(what, endpoint)
+
+
+def give_up_at_exit() -> None:
+    """Shut down exporters whose collector is down, before the SDK's exit-time flush."""
+    down = {e.health.authority for e in _exporters if e.health.in_trouble()}
+    for exporter in list(_exporters):
+        if exporter.health.authority in down:
+            with contextlib.suppress(Exception), exporter.health.holding_back():
+                exporter.inner.shutdown()  # at exit, nothing is worth a traceback
+
+
+def register_exit_hook() -> None:
+    """Run :func:`give_up_at_exit` before the providers' own exit hooks (registered
+    earlier; ``atexit`` runs the last registered first)."""
+    if not _exit_hook["registered"]:
+        _exit_hook["registered"] = True
+        atexit.register(give_up_at_exit)
 
 
 class ReportingSpanExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, endpoint: str) -> None:
         self.inner = inner
         self.health = _tracked("spans", endpoint)
+        _exporters.append(self)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self.health.exporting():
@@ -155,7 +209,7 @@ class ReportingSpanExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
-        with self.health.exporting():
+        with self.health.holding_back():
             self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -180,6 +234,7 @@ class ReportingMetricExporter(MetricExporter):
         )
         self.inner = inner
         self.health = _tracked("metric points", endpoint)
+        _exporters.append(self)
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -193,7 +248,7 @@ class ReportingMetricExporter(MetricExporter):
         return self.inner.force_flush(timeout_millis)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        with self.health.exporting():
+        with self.health.holding_back():
             self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
