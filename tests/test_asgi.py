@@ -19,9 +19,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
+import poolscope
 from _helpers import fifo_waits
 from _servers import serve
-from conftest import Telemetry
+from conftest import Telemetry, make_telemetry
 from poolscope import PoolscopeMiddleware, semconv
 
 CONCURRENCY = 60
@@ -263,3 +264,42 @@ def test_to_thread_waits_in_async_endpoints_roll_up(telemetry: Telemetry, loop: 
         semconv.METRIC_TASK_RESUME_DURATION, executor__name=semconv.POOL_ASYNCIO_DEFAULT
     )
     assert resumes.count == 2
+
+
+@pytest.mark.parametrize("capture", [False, True])
+def test_query_values_and_user_agent_are_redacted_unless_asked_for(capture: bool) -> None:
+    found = make_telemetry()
+    poolscope.instrument(
+        tracer_provider=found.tracer_provider,
+        meter_provider=found.meter_provider,
+        capture_request_details=capture,
+    )
+
+    async def chat(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.query_params["q"])
+
+    app = Starlette(
+        routes=[Route("/chat", chat)],
+        middleware=[Middleware(PoolscopeMiddleware, tracer_provider=found.tracer_provider)],
+    )
+    try:
+        with serve(app) as url, httpx.Client(base_url=url) as client:
+            response = client.get(
+                "/chat?q=my+secret+prompt&lang=en", headers={"User-Agent": "agent-secret"}
+            )
+            assert response.text == "my secret prompt"  # the app still sees it all
+    finally:
+        poolscope.uninstrument()
+    [request] = server_spans(found)
+    attributes = dict(request.attributes or {})
+    url_attribute = attributes.get(semconv.ATTR_URL_FULL) or attributes[semconv.ATTR_HTTP_URL_OLD]
+    agent = attributes.get(semconv.ATTR_USER_AGENT_ORIGINAL) or attributes.get(
+        semconv.ATTR_HTTP_USER_AGENT_OLD
+    )
+    if capture:
+        assert str(url_attribute).endswith("/chat?q=my+secret+prompt&lang=en")
+        assert agent == "agent-secret"
+    else:
+        assert str(url_attribute).endswith("/chat?q=REDACTED&lang=REDACTED")
+        assert agent == semconv.REDACTED
+        assert "secret" not in repr(attributes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import poolscope
@@ -115,3 +117,13 @@ def test_instrument_rejects_bad_input_before_patching_anything(
         poolscope.instrument()
     assert ThreadPoolExecutor.__dict__["submit"] is original
     assert not poolscope.PoolscopeInstrumentor().is_instrumented_by_opentelemetry
+
+
+def test_instrument_accepts_every_setting_by_keyword() -> None:
+    """The keywords instrument() takes are the Settings fields, not a second list."""
+    defaults = Settings()
+    for field in dataclasses.fields(Settings):
+        try:
+            poolscope.instrument(**{field.name: getattr(defaults, field.name)})
+        finally:
+            poolscope.uninstrument()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -58,13 +59,12 @@ def test_the_contract_document_names_every_setting() -> None:
     from poolscope import _config
 
     text = DOCS.read_text()
-    for variable in (
-        _config.ENV_WAIT_SPAN_THRESHOLD_MS,
-        _config.ENV_RUN_SPANS,
-        _config.ENV_ROOT_SPANS,
-        _config.ENV_PATHS,
-    ):
+    variables = [getattr(_config, name) for name in _config.__all__ if name.startswith("ENV_")]
+    assert len(variables) >= 12
+    for variable in variables:
         assert f"`{variable}`" in text, variable
+    for field in dataclasses.fields(_config.Settings):
+        assert f"| `{field.name}`" in text, field.name
 
 
 def test_version_is_pep440() -> None:

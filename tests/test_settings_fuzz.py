@@ -28,6 +28,7 @@ SETTINGS = {
     "loop_block_threshold": c.ENV_LOOP_BLOCK_THRESHOLD_MS,
     "capture_content": c.ENV_CAPTURE_CONTENT,
     "content_max_length": c.ENV_CONTENT_MAX_LENGTH,
+    "capture_request_details": c.ENV_CAPTURE_REQUEST_DETAILS,
 }
 CONFIGURE_KEYWORDS = (
     "service_name",

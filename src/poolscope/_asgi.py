@@ -7,7 +7,11 @@ Built on ``opentelemetry-instrumentation-asgi``'s ``OpenTelemetryMiddleware``
   ``executor.wait.total``, ``executor.wait.max``, ``executor.task.count``
   (and ``executor.spans.dropped`` when the span budget ran out);
 * ``http.route`` as the route template, and the span named ``{method} {route}``;
-* the event-loop monitor started on the serving loop.
+* the event-loop monitor started on the serving loop;
+* the values of the query string and the User-Agent replaced with
+  ``REDACTED`` on the server span, whoever made it (OpenTelemetry's ASGI
+  middleware, FastAPI's own telemetry), unless ``capture_request_details``:
+  a query string often carries a prompt, an e-mail address or a token.
 
 If a server span is already current (``opentelemetry-instrumentation-fastapi``
 or an ``OpenTelemetryMiddleware`` outside this one), no second span is made:
@@ -16,8 +20,9 @@ that span is enriched instead.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -88,9 +93,47 @@ def _write_safely(span: Span, rollup: RequestRollup, scope: Scope) -> None:
         report_internal_error("writing the request roll-up")
 
 
+_QUERY_VALUED: Final = (semconv.ATTR_URL_QUERY,)
+_URL_VALUED: Final = (
+    semconv.ATTR_URL_FULL,
+    semconv.ATTR_HTTP_URL_OLD,
+    semconv.ATTR_HTTP_TARGET_OLD,
+)
+_USER_AGENT: Final = (semconv.ATTR_USER_AGENT_ORIGINAL, semconv.ATTR_HTTP_USER_AGENT_OLD)
+
+
+def _redact_query(query: str) -> str:
+    """Keep the parameter names, replace every value."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(name, semconv.REDACTED) for name, _ in pairs], safe="")
+
+
+def redacted(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """New values for the attributes that carry what the client sent."""
+    found: dict[str, str] = {}
+    for key in _QUERY_VALUED:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            found[key] = _redact_query(value)
+    for key in _URL_VALUED:
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            base, _, query = value.partition("?")
+            found[key] = f"{base}?{_redact_query(query.partition('#')[0])}"
+    for key in _USER_AGENT:
+        if key in attributes:
+            found[key] = semconv.REDACTED
+    return found
+
+
 def _write(span: Span, rollup: RequestRollup, scope: Scope) -> None:
     if not _is_server_span(span):
         return
+    telemetry = _runtime.state.telemetry
+    settings = telemetry.settings if telemetry else Settings()
+    if not settings.capture_request_details:
+        # The span is still open: what it carried is overwritten before export.
+        span.set_attributes(redacted(getattr(span, "attributes", None) or {}))
     figures: dict[str, float | int | bool] = {
         semconv.ATTR_EXECUTOR_WAIT_TOTAL: rollup.wait_total_ns / 1e9,
         semconv.ATTR_EXECUTOR_WAIT_MAX: rollup.wait_max_ns / 1e9,

@@ -16,6 +16,7 @@ from ._errors import ConfigurationError
 
 __all__ = [
     "ENV_CAPTURE_CONTENT",
+    "ENV_CAPTURE_REQUEST_DETAILS",
     "ENV_CONTENT_MAX_LENGTH",
     "ENV_LOOP_BLOCK_THRESHOLD_MS",
     "ENV_LOOP_INTERVAL_MS",
@@ -42,6 +43,7 @@ ENV_LOOP_BLOCK_THRESHOLD_MS: Final = "OTEL_POOLSCOPE_LOOP_BLOCK_THRESHOLD_MS"
 ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 """The GenAI conventions' own switch for prompt/completion capture (off by default)."""
 ENV_CONTENT_MAX_LENGTH: Final = "OTEL_POOLSCOPE_GENAI_CONTENT_MAX_LENGTH"
+ENV_CAPTURE_REQUEST_DETAILS: Final = "OTEL_POOLSCOPE_CAPTURE_REQUEST_DETAILS"
 _CAPTURE_ON: Final = frozenset({"true", "span_only", "span_and_event"})
 _CAPTURE_OFF: Final = frozenset({"false", "no_content", "event_only"})
 
@@ -95,6 +97,9 @@ class Settings:
     ``loop_block_threshold``: seconds of lag that count as a blocked loop.
     ``capture_content``: record LLM prompts and completions on spans (personal
     data: off unless asked for). ``content_max_length``: characters kept of each.
+    ``capture_request_details``: keep query values and the User-Agent on the
+    server span; by default they are replaced with ``REDACTED`` (a query string
+    often carries the prompt or a token).
     """
 
     wait_span_threshold: float = _DEFAULT_WAIT_SPAN_THRESHOLD
@@ -108,6 +113,7 @@ class Settings:
     loop_block_threshold: float = _DEFAULT_LOOP_BLOCK_THRESHOLD
     capture_content: bool = False
     content_max_length: int = 4096
+    capture_request_details: bool = False
 
     @classmethod
     def resolve(
@@ -124,6 +130,7 @@ class Settings:
         loop_block_threshold: object = NOT_GIVEN,
         capture_content: object = NOT_GIVEN,
         content_max_length: object = NOT_GIVEN,
+        capture_request_details: object = NOT_GIVEN,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         env = os.environ if environ is None else environ
@@ -172,6 +179,13 @@ class Settings:
             capture_content=_resolve_capture(capture_content, env),
             content_max_length=_resolve_count(
                 "content_max_length", content_max_length, ENV_CONTENT_MAX_LENGTH, env, 4096
+            ),
+            capture_request_details=_resolve_bool(
+                "capture_request_details",
+                capture_request_details,
+                ENV_CAPTURE_REQUEST_DETAILS,
+                env,
+                False,
             ),
         )
 

@@ -7,6 +7,7 @@ change. ``poolscope.instrument()`` is the same thing as a function.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from typing import Any
 
@@ -18,18 +19,7 @@ from ._errors import ConfigurationError
 
 __all__ = ["PoolscopeInstrumentor"]
 
-_SETTING_NAMES = (
-    "wait_span_threshold",
-    "run_spans",
-    "root_spans",
-    "paths",
-    "max_spans_per_request",
-    "loop_monitor",
-    "loop_interval",
-    "loop_block_threshold",
-    "capture_content",
-    "content_max_length",
-)
+_SETTING_NAMES = tuple(field.name for field in dataclasses.fields(Settings))
 _PROVIDER_NAMES = ("tracer_provider", "meter_provider")
 
 

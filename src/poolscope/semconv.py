@@ -48,8 +48,14 @@ __all__ = [
     "ATTR_GEN_AI_USAGE_INPUT_TOKENS",
     "ATTR_GEN_AI_USAGE_OUTPUT_TOKENS",
     "ATTR_HTTP_ROUTE",
+    "ATTR_HTTP_TARGET_OLD",
+    "ATTR_HTTP_URL_OLD",
+    "ATTR_HTTP_USER_AGENT_OLD",
     "ATTR_SERVER_ADDRESS",
     "ATTR_SERVER_PORT",
+    "ATTR_URL_FULL",
+    "ATTR_URL_QUERY",
+    "ATTR_USER_AGENT_ORIGINAL",
     "DURATION_BUCKETS",
     "ERROR_NESTED_DEADLOCK",
     "EXECUTOR_TYPES",
@@ -75,6 +81,7 @@ __all__ = [
     "POOL_ANYIO_DEFAULT",
     "POOL_ASYNCIO_DEFAULT",
     "POOL_OTHER",
+    "REDACTED",
     "SPAN_EVENTLOOP_BLOCKED",
     "SPAN_RUN",
     "SPAN_WAIT",
@@ -193,6 +200,17 @@ ATTR_ERROR_TYPE: Final = "error.type"
 ATTR_HTTP_ROUTE: Final = "http.route"
 ATTR_SERVER_ADDRESS: Final = "server.address"
 ATTR_SERVER_PORT: Final = "server.port"
+
+# Server-span attributes that carry what the client sent; poolscope does not
+# make them but redacts them (see ``capture_request_details``).
+ATTR_URL_QUERY: Final = "url.query"
+ATTR_URL_FULL: Final = "url.full"
+ATTR_USER_AGENT_ORIGINAL: Final = "user_agent.original"
+ATTR_HTTP_URL_OLD: Final = "http.url"
+ATTR_HTTP_TARGET_OLD: Final = "http.target"
+ATTR_HTTP_USER_AGENT_OLD: Final = "http.user_agent"
+REDACTED: Final = "REDACTED"
+"""What a redacted value becomes, as the HTTP semantic conventions redact ``url.query``."""
 
 ATTR_EXECUTOR_PINNED_LLM: Final = "executor.pinned.llm"
 """Server span: a sync LLM call held a pool worker while serving this request."""
