@@ -32,6 +32,22 @@ def fail_with_value_error() -> None:
     raise ValueError("boom in the worker")
 
 
+class OpaqueError(Exception):
+    """Pickles by its own ``__reduce__``, which drops every other attribute."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (OpaqueError, (self.code,))
+
+
+def fail_with_opaque_error() -> None:
+    time.sleep(0.05)
+    raise OpaqueError(7)
+
+
 @pytest.fixture(scope="module")
 def process_pool() -> Iterator[ProcessPoolExecutor]:
     pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
@@ -80,6 +96,25 @@ def test_the_callers_future_gets_the_workers_exception(
     [run_span] = telemetry.spans(semconv.SPAN_RUN, pool="procs-error")
     assert run_span.status.status_code is StatusCode.ERROR
     assert not hasattr(future.exception(), "_poolscope_timing")
+
+
+def test_an_exception_that_pickles_itself_keeps_its_timing_and_remote_traceback(
+    telemetry: Telemetry, process_pool: ProcessPoolExecutor
+) -> None:
+    poolscope.instrument_executor(process_pool, name="procs-opaque")
+    with telemetry.tracer.start_as_current_span("request"):
+        future = process_pool.submit(fail_with_opaque_error)
+        with pytest.raises(OpaqueError) as raised:
+            future.result(timeout=30)
+    assert raised.value.code == 7
+    assert "fail_with_opaque_error" in str(raised.value.__cause__)  # the worker's traceback
+    [run_span] = telemetry.spans(semconv.SPAN_RUN, pool="procs-opaque")
+    assert run_span.status.status_code is StatusCode.ERROR
+    assert duration_ms(run_span) >= 49  # measured in the worker, not lost with the pickling
+    [run] = telemetry.points(semconv.METRIC_TASK_RUN_DURATION, executor__name="procs-opaque")
+    assert run.attributes[semconv.ATTR_ERROR_TYPE] == f"{__name__}.OpaqueError"
+    [wait] = telemetry.points(semconv.METRIC_TASK_WAIT_DURATION, executor__name="procs-opaque")
+    assert semconv.ATTR_ERROR_TYPE not in wait.attributes  # it ran: not a failed start
 
 
 def test_map_and_results_are_unchanged(

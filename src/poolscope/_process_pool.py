@@ -2,8 +2,10 @@
 
 The submitted function is wrapped in a picklable :class:`_TimedCall` that
 stamps start and end inside the worker process and ships them back with the
-result (or on the exception). The caller gets a :class:`_ResultFuture` that
-unwraps them, so it sees exactly the result or exception of its function.
+result, or with the exception it raised. The caller gets a
+:class:`_ResultFuture` that unwraps them, so it sees exactly the result or
+exception of its function (with the remote traceback as ``__cause__``, as
+``ProcessPoolExecutor`` gives it).
 
 The worker's start is only learnt when the result comes back, so the live
 busy/pending gauges of a process pool are derived from tasks in flight
@@ -12,12 +14,12 @@ busy/pending gauges of a process pool are derived from tasks in flight
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, Final
+from concurrent.futures.process import _ExceptionWithTraceback
+from typing import Any
 
 from opentelemetry import context, propagate
 
@@ -31,21 +33,24 @@ from ._thread_pool import run_in_executor_call
 
 __all__ = ["patches", "register_executor"]
 
-_TIMING_ATTRIBUTE: Final = "_poolscope_timing"
-
 
 class _Timed:
-    """What a wrapped call returns across the pipe: the result plus its timing."""
+    """What a wrapped call returns across the pipe: its result or error, and its timing.
 
-    __slots__ = ("result", "run_ns", "started_epoch_ns")
+    The error travels as a value, not raised: its timing then survives any
+    pickling the exception class does (a custom ``__reduce__`` drops attributes).
+    """
 
-    def __init__(self, result: Any, started_epoch_ns: int, run_ns: int) -> None:
+    __slots__ = ("error", "result", "run_ns", "started_epoch_ns")
+
+    def __init__(self, result: Any, started_epoch_ns: int, run_ns: int, error: Any = None) -> None:
         self.result = result
         self.started_epoch_ns = started_epoch_ns
         self.run_ns = run_ns
+        self.error = error
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_Timed, (self.result, self.started_epoch_ns, self.run_ns))
+        return (_Timed, (self.result, self.started_epoch_ns, self.run_ns, self.error))
 
 
 class _TimedCall:
@@ -67,10 +72,11 @@ class _TimedCall:
         try:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
-            # An exception's __dict__ is pickled with it: the timing rides along.
-            with contextlib.suppress(Exception):  # an exception without __dict__ goes back untimed
-                setattr(exc, _TIMING_ATTRIBUTE, (started_epoch, time.monotonic_ns() - started))
-            raise
+            run_ns = time.monotonic_ns() - started
+            # Wrapped as the executor wraps what a worker raises: unpickled, it is
+            # the exception again, with the remote traceback as its __cause__.
+            remote = _ExceptionWithTraceback(exc, exc.__traceback__)  # type: ignore[arg-type]
+            return _Timed(None, started_epoch, run_ns, remote)
         finally:
             if token is not None:
                 context.detach(token)
@@ -99,18 +105,17 @@ def _settle(task: Task, outer: Future[Any], inner: Future[Any]) -> None:
         outer.set_running_or_notify_cancel()
         return
     error = inner.exception()
-    if error is not None:
-        timing = getattr(error, "__dict__", {}).pop(_TIMING_ATTRIBUTE, None)
-        if timing is None:  # never ran: pickling failed or the pool broke
-            task.abandon(cancelled=False, error=error)
-        else:
-            task.finish_remote(timing[0], timing[1], error)
+    if error is not None:  # never ran, or its outcome could not be sent back
+        task.abandon(cancelled=False, error=error)
         outer.set_exception(error)
         return
     timed = inner.result()
     if isinstance(timed, _Timed):
-        task.finish_remote(timed.started_epoch_ns, timed.run_ns, None)
-        outer.set_result(timed.result)
+        task.finish_remote(timed.started_epoch_ns, timed.run_ns, timed.error)
+        if timed.error is not None:
+            outer.set_exception(timed.error)
+        else:
+            outer.set_result(timed.result)
     else:  # pragma: no cover - only if another wrapper changed the result
         task.discard()
         outer.set_result(timed)
