@@ -54,3 +54,15 @@ def test_each_process_exports_under_its_own_instance_id_and_pid(report: dict[str
         assert side["tracer"][1] == side["pid"]
     assert parent["tracer"][0] != child["tracer"][0]
     assert parent["pid"] != child["pid"]
+
+
+def test_the_childs_metrics_start_from_zero_and_hold_only_its_own_tasks(
+    report: dict[str, Any],
+) -> None:
+    """The SDK exports from a forked child too: with the parent's counts copied in,
+    every forked worker would add the parent's tasks to the fleet's sums again. The
+    SDK's resource detection after the fork (a thread pool of its own) is not counted."""
+    parent = report["parent"]["waits_before_fork"]
+    assert parent == {semconv.POOL_ASYNCIO_DEFAULT: 1, "pdf": 1}
+    assert report["child"]["waits_at_fork"] == {}
+    assert report["child"]["waits_after_own_loop"] == {semconv.POOL_ASYNCIO_DEFAULT: 1}

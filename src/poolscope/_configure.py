@@ -271,13 +271,17 @@ def _process_identity() -> dict[str, Any]:
     return {SERVICE_INSTANCE_ID: str(uuid.uuid4()), PROCESS_PID: os.getpid()}
 
 
-def _reidentify_after_fork() -> None:
+def _renew_after_fork() -> None:
     """A forked worker (gunicorn --preload, multiprocessing) is a new process.
 
     The providers configure() made were copied from the parent with its
-    identity; give them the child's, or every worker would export under the
-    parent's ``service.instance.id`` and their series would overwrite each
-    other. (Recent SDKs renew the instance id at fork too; the pid is ours.)
+    identity and its measurements. Give them the child's identity, or every
+    worker would export under the parent's ``service.instance.id`` and their
+    series would overwrite each other (recent SDKs renew the instance id at
+    fork too; the pid is ours). And start the child's metrics from zero: the
+    SDK restarts its export thread in the child, which would otherwise export
+    the parent's cumulative counts again under the child's identity, so every
+    forked process-pool worker added the parent's tasks to the fleet's sums.
     """
     try:
         from opentelemetry.sdk.resources import Resource
@@ -289,9 +293,28 @@ def _reidentify_after_fork() -> None:
                 update(identity)
     except Exception:
         logger.warning("poolscope: could not renew the process identity after fork", exc_info=True)
+    if _ours.get("meter_provider") is not None:
+        _forget_parent_measurements(_ours["meter_provider"])
 
 
-os.register_at_fork(after_in_child=_reidentify_after_fork)
+def _forget_parent_measurements(provider: Any) -> None:
+    """Empty the SDK's per-reader metric storage (private, hence the care): each
+    instrument's aggregations are made again, from zero, on their next measurement."""
+    try:
+        consumer = provider._measurement_consumer
+        consumer._lock = threading.Lock()  # another thread may have held it at the fork
+        for storage in consumer._reader_storages.values():
+            storage._lock = threading.RLock()
+            storage._instrument_view_instrument_matches = {}
+    except Exception:
+        logger.warning(
+            "poolscope: could not reset the metrics copied from the parent process; this "
+            "forked process exports the parent's counts again under its own identity",
+            exc_info=True,
+        )
+
+
+os.register_at_fork(after_in_child=_renew_after_fork)
 
 
 def _tracer_provider(plan: _Plan, meter_provider: Any) -> Any:

@@ -96,17 +96,23 @@ def begin(
 
     Recorded when poolscope is on and the pool is known (registered by the
     user), or when every pool on ``path`` is recorded; then an unknown pool is
-    registered on first sight.
+    registered on first sight, unless OpenTelemetry itself made it.
     """
     telemetry = _runtime.state.telemetry
     if telemetry is None:
         return None
     pool = pool_for(owner)
     if pool is None:
-        if path not in _runtime.state.auto:
+        if path not in _runtime.state.auto or _is_opentelemetrys_own(fn):
             return None
         pool = register(owner, None)
     return Task(pool, telemetry, fn)
+
+
+def _is_opentelemetrys_own(fn: object) -> bool:
+    """The SDK's own short-lived pools (resource detection, also in every forked
+    child) are the telemetry pipeline, not the app: not recorded unless registered."""
+    return function_name(fn).startswith("opentelemetry.")
 
 
 class Task:
