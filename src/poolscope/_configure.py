@@ -328,9 +328,9 @@ def _tracer_provider(plan: _Plan, meter_provider: Any) -> Any:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     provider = TracerProvider(resource=plan.resource())
-    # A bounded queue, exported from a background thread; spans dropped when it
-    # is full are counted by the SDK in otel.sdk.processor.span.processed
-    # (error.type=queue_full) through the meter provider.
+    # A bounded queue, exported from a background thread. Spans dropped when it
+    # is full are logged by the SDK, and counted in otel.sdk.processor.span.processed
+    # (error.type=queue_full) when OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED=true.
     if plan.traces_exporter == "otlp":
         exporter = _otlp_exporter("trace", plan)
     elif plan.traces_exporter == "console":
