@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span, SpanKind
 
 from . import _runtime, semconv
-from ._config import Settings
+from ._config import NOT_GIVEN, Settings
 from ._rollup import RequestRollup, current_rollup
 from ._route import span_details
 from ._safety import logger, report_internal_error
@@ -50,9 +50,14 @@ def _is_server_span(span: Span) -> bool:
 class _RollupApp:
     """Inner ASGI app: opens the roll-up, runs the app, writes it on the server span."""
 
-    def __init__(self, app: ASGIApp, span_budget: int | None) -> None:
+    def __init__(self, app: ASGIApp, span_budget: int | None, standalone: Settings) -> None:
         self.app = app
         self.span_budget = span_budget
+        self.standalone = standalone  # when poolscope.instrument() is not active
+
+    def settings(self) -> Settings:
+        telemetry = _runtime.state.telemetry
+        return telemetry.settings if telemetry else self.standalone
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if current_rollup.get() is not None:
@@ -60,10 +65,10 @@ class _RollupApp:
             await self.app(scope, receive, send)
             return
         span = trace.get_current_span()
+        settings = self.settings()
         budget = self.span_budget
         if budget is None:
-            telemetry = _runtime.state.telemetry
-            budget = (telemetry.settings if telemetry else Settings()).max_spans_per_request
+            budget = settings.max_spans_per_request
         rollup = RequestRollup(budget)
 
         written = False
@@ -74,7 +79,7 @@ class _RollupApp:
             nonlocal written
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 written = True
-                _write_safely(span, rollup, scope)
+                _write_safely(span, rollup, scope, settings)
             await send(message)
 
         token = current_rollup.set(rollup)
@@ -83,12 +88,12 @@ class _RollupApp:
         finally:
             current_rollup.reset(token)
             if not written:  # no complete body sent (error, disconnect): write now
-                _write_safely(span, rollup, scope)
+                _write_safely(span, rollup, scope, settings)
 
 
-def _write_safely(span: Span, rollup: RequestRollup, scope: Scope) -> None:
+def _write_safely(span: Span, rollup: RequestRollup, scope: Scope, settings: Settings) -> None:
     try:
-        _write(span, rollup, scope)
+        _write(span, rollup, scope, settings)
     except Exception:
         report_internal_error("writing the request roll-up")
 
@@ -126,11 +131,9 @@ def redacted(attributes: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-def _write(span: Span, rollup: RequestRollup, scope: Scope) -> None:
+def _write(span: Span, rollup: RequestRollup, scope: Scope, settings: Settings) -> None:
     if not _is_server_span(span):
         return
-    telemetry = _runtime.state.telemetry
-    settings = telemetry.settings if telemetry else Settings()
     if not settings.capture_request_details:
         # The span is still open: what it carried is overwritten before export.
         span.set_attributes(redacted(getattr(span, "attributes", None) or {}))
@@ -177,10 +180,15 @@ class PoolscopeMiddleware:
         meter_provider: metrics.MeterProvider | None = None,
         **otel_options: Any,
     ) -> None:
-        if max_spans_per_request is not None:
-            Settings.resolve(max_spans_per_request=max_spans_per_request)  # validate
+        # Validated here, at start-up: the environment's settings serve when
+        # poolscope.instrument() is not active.
+        standalone = Settings.resolve(
+            max_spans_per_request=NOT_GIVEN
+            if max_spans_per_request is None
+            else max_spans_per_request
+        )
         self.app = app
-        self._rollup = _RollupApp(app, max_spans_per_request)
+        self._rollup = _RollupApp(app, max_spans_per_request, standalone)
         self._otel = OpenTelemetryMiddleware(
             self._rollup,
             default_span_details=lambda scope: span_details(app, scope),

@@ -123,6 +123,7 @@ class Task:
         "ended",
         "flagged",
         "func",
+        "offset",
         "outer",
         "parent",
         "pending_at_submit",
@@ -144,6 +145,7 @@ class Task:
         self.state = WAITING
         self.started = 0
         self.ended = 0
+        self.offset = 0  # epoch - monotonic, read once per task: see _start_spans
         self.run_span: Span | None = None
         self.rollup = current_rollup.get()
         parent = context.get_current()
@@ -156,7 +158,10 @@ class Task:
             self.busy_at_submit, self.pending_at_submit = pool.counts()
             pool.pending += 1
         if self.outer is not None:
-            _nested.watch(self)
+            try:
+                _nested.watch(self)
+            except Exception:  # the pending count is taken: this task must go on
+                report_internal_error("watching a nested offload")
 
     # --- wrapping --------------------------------------------------------------
 
@@ -241,7 +246,7 @@ class Task:
                 self.run_span = None
                 if exc is not None:
                     _mark_error(span, exc)
-                span.end(end_time=now + _epoch_offset_ns())
+                span.end(end_time=now + self.offset)
         except Exception:
             report_internal_error("recording the end of a task")
         finally:
@@ -390,7 +395,10 @@ class Task:
 
     def _start_spans(self, now: int, waited: bool, attach: bool) -> object | None:
         telemetry = self.telemetry
-        offset = _epoch_offset_ns()
+        # Read once, kept for the run span's end: two readings differ by however
+        # long the thread was switched out between their two clock reads, and the
+        # run span would end early by that much (found by the schedule tests).
+        offset = self.offset = _epoch_offset_ns()
         long_wait = now - self.submitted >= telemetry.wait_threshold_ns
         if waited and long_wait and not self.flagged and self._may_span():
             self._wait_span(offset).end(end_time=now + offset)

@@ -6,6 +6,7 @@ until the application sets its own); poolscope never sets a global provider.
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections.abc import Iterable
@@ -107,12 +108,16 @@ def _observe_workers(options: CallbackOptions) -> Iterable[Observation]:
             semconv.ATTR_EXECUTOR_WORKER_STATE: semconv.WORKER_STATE_IDLE,
         }
         yield Observation(pool.busy, busy_attributes)
-        yield Observation(max(pool.limit - pool.busy, 0), idle_attributes)
+        if math.isfinite(pool.limit):  # an unbounded limiter has no idle count
+            yield Observation(max(pool.limit - pool.busy, 0), idle_attributes)
 
 
 def _observe_limit(options: CallbackOptions) -> Iterable[Observation]:
+    # An unbounded anyio limiter (total_tokens = inf) has no limit to report:
+    # the SDK refuses non-finite values, with a warning at every collection.
     for pool in snapshot_all():
-        yield Observation(pool.limit, dict(pool.attributes))
+        if math.isfinite(pool.limit):
+            yield Observation(pool.limit, dict(pool.attributes))
 
 
 def _observe_pending(options: CallbackOptions) -> Iterable[Observation]:
