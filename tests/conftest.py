@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Tracer
 
 import poolscope
-from poolscope import semconv
+from poolscope import _pools, semconv
 
 
 @dataclass
@@ -87,6 +87,20 @@ def make_telemetry() -> Telemetry:
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     return Telemetry(exporter, reader, tracer_provider, meter_provider)
+
+
+@pytest.fixture(autouse=True)
+def fresh_pool_names() -> Iterator[None]:
+    """Each test starts under the cardinality guard with no pool names seen: the
+    suite as a whole names far more pools than the cap (200) lets through."""
+    guard = _pools._names
+    saved = (guard.limit, set(guard.seen), guard.folded)
+    guard.seen.clear()
+    guard.folded = 0
+    try:
+        yield
+    finally:
+        guard.limit, guard.seen, guard.folded = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture

@@ -111,8 +111,9 @@ def begin(
 
 def _is_opentelemetrys_own(fn: object) -> bool:
     """The SDK's own short-lived pools (resource detection, also in every forked
-    child) are the telemetry pipeline, not the app: not recorded unless registered."""
-    return function_name(fn).startswith("opentelemetry.")
+    child) are the telemetry pipeline, not the app: not recorded unless registered.
+    (Instrumentations' wrappers around the app's functions are the app's work.)"""
+    return function_name(fn).startswith("opentelemetry.sdk.")
 
 
 class Task:
