@@ -10,6 +10,7 @@ import anyio.to_thread
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
@@ -24,6 +25,7 @@ from _helpers import fifo_waits
 from _servers import serve
 from conftest import Telemetry, make_telemetry
 from poolscope import PoolscopeMiddleware, semconv
+from poolscope._asgi import redacted
 
 CONCURRENCY = 60
 TOKENS = 4
@@ -275,7 +277,12 @@ def test_query_values_and_user_agent_are_redacted_unless_asked_for(capture: bool
         capture_request_details=capture,
     )
 
+    during: dict[str, object] = {}
+
     async def chat(request: Request) -> PlainTextResponse:
+        # Redacted before the app runs, not as the span ends: a span can end inside
+        # the app (FastAPI's own telemetry and http.response.pathsend).
+        during.update(getattr(trace.get_current_span(), "attributes", None) or {})
         return PlainTextResponse(request.query_params["q"])
 
     app = Starlette(
@@ -303,3 +310,32 @@ def test_query_values_and_user_agent_are_redacted_unless_asked_for(capture: bool
         assert str(url_attribute).endswith("/chat?q=REDACTED&lang=REDACTED")
         assert agent == semconv.REDACTED
         assert "secret" not in repr(attributes)
+        assert "secret" not in repr(during) and during  # already while the app ran
+
+
+@pytest.mark.parametrize(
+    ("query", "kept"),
+    [
+        ("q=my+prompt&lang=en", "q=REDACTED&lang=REDACTED"),
+        ("sk-live-abc123", "REDACTED"),  # no "=": all value
+        ("q=1&alice%40example.com=", "q=REDACTED&REDACTED"),  # not a parameter name
+        ("flag=&x", "flag=REDACTED&REDACTED"),
+        ("", ""),
+    ],
+)
+def test_query_redaction_keeps_only_parameter_names(query: str, kept: str) -> None:
+    assert redacted({semconv.ATTR_URL_QUERY: query}).get(semconv.ATTR_URL_QUERY, "") == kept
+
+
+def test_a_made_up_method_does_not_name_the_span(telemetry: Telemetry) -> None:
+    async def chat(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/chat", chat, methods=["TOKEN_ABC123"])],
+        middleware=[Middleware(PoolscopeMiddleware, tracer_provider=telemetry.tracer_provider)],
+    )
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        assert client.request("TOKEN_abc123", "/chat").text == "ok"
+    [request] = server_spans(telemetry)
+    assert request.name == "HTTP /chat"

@@ -44,7 +44,8 @@ def test_collector_outages_are_reported_once_each_and_export_resumes(tmp_path: P
     for what in ("spans", "metric points"):
         assert sum(f"cannot export {what} to" in line for line in ours) == 2, ours
         assert sum(f"{what} export to" in line and "works again" in line for line in ours) == 2
-    dropped = [line for line in ours if "spans were dropped" in line]
+    dropped = [line for line in ours if "spans in failed exports were dropped" in line]
+    assert len(dropped) == 2, ours
     assert all(int(line.split("; ")[1].split()[0]) > 0 for line in dropped), dropped
     assert run.resumed == {"spans": True, "metric points": True, "collector received spans": True}
     healthy_rss = run.phases[0].max_rss_mb

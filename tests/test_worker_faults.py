@@ -262,3 +262,25 @@ def test_a_full_pool_of_tasks_waiting_on_nested_work_is_reported_as_deadlocked(
     warnings = [r for r in caplog.records if "looks deadlocked" in r.getMessage()]
     assert len(warnings) == 1
     assert "'nested-full'" in warnings[0].getMessage()
+
+
+def test_a_full_pool_whose_tasks_fire_off_nested_work_and_carry_on_is_not_deadlocked(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Saturated, not deadlocked: the outer tasks do not wait for their nested work."""
+
+    def outer(pool: ThreadPoolExecutor) -> None:
+        pool.submit(abs, -1)  # fire and forget
+        time.sleep(_nested.DEADLOCK_AFTER_S + 0.5)  # busy with something else
+
+    caplog.set_level(logging.WARNING, logger="poolscope")
+    with ThreadPoolExecutor(2, thread_name_prefix="nested-busy") as pool:
+        with telemetry.tracer.start_as_current_span("request"):
+            outers = [pool.submit(outer, pool) for _ in range(2)]
+        for future in outers:
+            future.result(timeout=10)
+    nested = _nested_waits(telemetry, "nested-busy")
+    assert len(nested) == 2
+    assert all(span.status.status_code is StatusCode.UNSET for span in nested)
+    assert all(duration_ms(span) >= _nested.DEADLOCK_AFTER_S * 1000 for span in nested)
+    assert "looks deadlocked" not in caplog.text

@@ -20,9 +20,10 @@ that span is enriched instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -30,6 +31,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from . import _runtime, semconv
 from ._config import NOT_GIVEN, Settings
+from ._errors import ConfigurationError
 from ._rollup import RequestRollup, current_rollup
 from ._route import span_details
 from ._safety import logger, report_internal_error
@@ -66,6 +68,8 @@ class _RollupApp:
             return
         span = trace.get_current_span()
         settings = self.settings()
+        if not settings.capture_request_details:
+            _redact_safely(span)
         budget = self.span_budget
         if budget is None:
             budget = settings.max_spans_per_request
@@ -79,7 +83,7 @@ class _RollupApp:
             nonlocal written
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 written = True
-                _write_safely(span, rollup, scope, settings)
+                _write_safely(span, rollup, scope)
             await send(message)
 
         token = current_rollup.set(rollup)
@@ -88,12 +92,22 @@ class _RollupApp:
         finally:
             current_rollup.reset(token)
             if not written:  # no complete body sent (error, disconnect): write now
-                _write_safely(span, rollup, scope, settings)
+                _write_safely(span, rollup, scope)
 
 
-def _write_safely(span: Span, rollup: RequestRollup, scope: Scope, settings: Settings) -> None:
+def _redact_safely(span: Span) -> None:
+    """Overwrite what the client sent on the server span, as soon as we see it: the
+    span's start attributes are set, and its end (and export) are still to come."""
     try:
-        _write(span, rollup, scope, settings)
+        if _is_server_span(span):
+            span.set_attributes(redacted(getattr(span, "attributes", None) or {}))
+    except Exception:
+        report_internal_error("redacting the server span")
+
+
+def _write_safely(span: Span, rollup: RequestRollup, scope: Scope) -> None:
+    try:
+        _write(span, rollup, scope)
     except Exception:
         report_internal_error("writing the request roll-up")
 
@@ -107,10 +121,24 @@ _URL_VALUED: Final = (
 _USER_AGENT: Final = (semconv.ATTR_USER_AGENT_ORIGINAL, semconv.ATTR_HTTP_USER_AGENT_OLD)
 
 
+_PARAMETER_NAME: Final = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+
+
 def _redact_query(query: str) -> str:
-    """Keep the parameter names, replace every value."""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(name, semconv.REDACTED) for name, _ in pairs], safe="")
+    """Keep the parameter names, replace every value.
+
+    A part without ``=`` is all value (``?sk-live-…``), and so is a "name" that
+    does not look like one (``?alice@example.com=``): both become ``REDACTED``.
+    """
+    parts = []
+    for part in query.split("&"):
+        name, equals, _ = part.partition("=")
+        name = unquote_plus(name)
+        if equals and _PARAMETER_NAME.fullmatch(name):
+            parts.append(f"{name}={semconv.REDACTED}")
+        elif part:
+            parts.append(semconv.REDACTED)
+    return "&".join(parts)
 
 
 def redacted(attributes: Mapping[str, Any]) -> dict[str, str]:
@@ -131,12 +159,9 @@ def redacted(attributes: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-def _write(span: Span, rollup: RequestRollup, scope: Scope, settings: Settings) -> None:
+def _write(span: Span, rollup: RequestRollup, scope: Scope) -> None:
     if not _is_server_span(span):
         return
-    if not settings.capture_request_details:
-        # The span is still open: what it carried is overwritten before export.
-        span.set_attributes(redacted(getattr(span, "attributes", None) or {}))
     figures: dict[str, float | int | bool] = {
         semconv.ATTR_EXECUTOR_WAIT_TOTAL: rollup.wait_total_ns / 1e9,
         semconv.ATTR_EXECUTOR_WAIT_MAX: rollup.wait_max_ns / 1e9,
@@ -162,6 +187,20 @@ def _write(span: Span, rollup: RequestRollup, scope: Scope, settings: Settings) 
         span.update_name(f"{scope.get('method', 'HTTP')} {template}")
 
 
+def _standalone_settings(max_spans_per_request: int | None) -> Settings:
+    """The settings used when ``poolscope.instrument()`` is not active: the keyword,
+    then the environment. Starlette builds its middleware on the first request (or
+    the lifespan startup), so a bad variable is logged, not raised, and the
+    defaults serve: they redact."""
+    given = NOT_GIVEN if max_spans_per_request is None else max_spans_per_request
+    Settings.resolve(max_spans_per_request=given, environ={})  # a bad keyword raises
+    try:
+        return Settings.resolve(max_spans_per_request=given)
+    except ConfigurationError as error:
+        logger.error("poolscope: %s; PoolscopeMiddleware uses the defaults instead", error)
+        return Settings.resolve(max_spans_per_request=given, environ={})
+
+
 class PoolscopeMiddleware:
     """ASGI middleware: the server span with the request's waits for workers.
 
@@ -180,14 +219,8 @@ class PoolscopeMiddleware:
         meter_provider: metrics.MeterProvider | None = None,
         **otel_options: Any,
     ) -> None:
-        # Validated here, at start-up: the environment's settings serve when
-        # poolscope.instrument() is not active.
-        standalone = Settings.resolve(
-            max_spans_per_request=NOT_GIVEN
-            if max_spans_per_request is None
-            else max_spans_per_request
-        )
         self.app = app
+        standalone = _standalone_settings(max_spans_per_request)
         self._rollup = _RollupApp(app, max_spans_per_request, standalone)
         self._otel = OpenTelemetryMiddleware(
             self._rollup,
@@ -221,7 +254,8 @@ class PoolscopeMiddleware:
             logger.warning(
                 "poolscope: the app inside PoolscopeMiddleware is already instrumented by "
                 "OpenTelemetry, which makes the server span; poolscope does not make a "
-                "second one. To get the wait roll-up on that span, add poolscope with "
+                "second one, and cannot put the wait roll-up on it or redact the query "
+                "values and User-Agent it records. Add poolscope with "
                 "app.add_middleware(PoolscopeMiddleware) instead of wrapping the app."
             )
         return True

@@ -19,8 +19,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
@@ -42,9 +42,7 @@ __all__ = [
 ]
 
 _EXPORTER_LOGGERS: Final = "opentelemetry.exporter"
-_SLOW_EXPORT_S: Final = 1.0
-"""An export running this long at exit is retrying, or its collector hangs: a
-healthy one takes milliseconds."""
+_MAX_HELD: Final = 50  # records held per export; a retrying export logs a few
 
 
 class _HeldBack(threading.local):
@@ -77,12 +75,19 @@ def _hold_back_exporter_logs() -> None:
             candidate.addFilter(_filter)  # type: ignore[union-attr]
 
 
+def _without_userinfo(endpoint: str) -> str:
+    parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+    if "@" not in parts.netloc:
+        return endpoint
+    return endpoint.replace(parts.netloc, parts.netloc.rpartition("@")[2], 1)
+
+
 class ExportHealth:
     """One exporter's state: failing or not, and what it dropped."""
 
     def __init__(self, what: str, endpoint: str) -> None:
         self.what = what
-        self.endpoint = endpoint
+        self.endpoint = _without_userinfo(endpoint)  # it is logged
         self.lock = threading.Lock()
         self.failing = False
         self.dropped = 0  # items lost, over the process's life
@@ -90,15 +95,24 @@ class ExportHealth:
         self.outages = 0
         self.last_message: str | None = None
         self.in_export = False
-        self.export_started = 0.0
+        self.held: list[logging.LogRecord] = []
 
     def note(self, record: logging.LogRecord) -> None:
-        """Keep the exporter's first warning in this export: why it failed."""
+        """Hold the record until the export's outcome is known; keep the first
+        warning as the reason, should it fail."""
+        if len(self.held) < _MAX_HELD:
+            self.held.append(record)
         if record.levelno >= logging.WARNING and self.last_message is None:
             try:
                 self.last_message = record.getMessage()
             except Exception:  # a malformed record must not break the export thread
                 self.last_message = str(record.msg)
+
+    def release_held(self) -> None:
+        """The export worked: what the exporter said on the way is logged after all."""
+        held, self.held = self.held, []
+        for record in held:
+            logging.getLogger(record.name).handle(record)
 
     @contextmanager
     def holding_back(self) -> Iterator[None]:
@@ -112,7 +126,7 @@ class ExportHealth:
     @contextmanager
     def exporting(self) -> Iterator[None]:
         self.last_message = None
-        self.export_started = time.monotonic()
+        self.held = []
         self.in_export = True
         try:
             with self.holding_back():
@@ -121,13 +135,9 @@ class ExportHealth:
             self.in_export = False
 
     def in_trouble(self) -> bool:
-        """Failing, or in an export that is retrying (it logged a warning) or slow."""
-        if self.failing:
-            return True
-        if not self.in_export:
-            return False
-        slow = time.monotonic() - self.export_started > _SLOW_EXPORT_S
-        return self.last_message is not None or slow
+        """Failing, or in an export that is retrying (it logged a warning). A slow
+        export of a healthy collector is neither, and keeps its final flush."""
+        return self.failing or (self.in_export and self.last_message is not None)
 
     @property
     def authority(self) -> str:
@@ -136,6 +146,9 @@ class ExportHealth:
         return urlsplit(endpoint).netloc or self.endpoint
 
     def done(self, ok: bool, items: int) -> None:
+        if ok and self.held:
+            self.release_held()
+        self.held = []
         with self.lock:
             if ok:
                 if not self.failing:
@@ -153,7 +166,8 @@ class ExportHealth:
                 lost = items
         if ok:
             logger.warning(
-                "poolscope: %s export to %s works again; %d %s were dropped while it failed",
+                "poolscope: %s export to %s works again; %d %s in failed exports were "
+                "dropped (not counting what the full queue refused)",
                 self.what,
                 self.endpoint,
                 lost,
@@ -188,6 +202,16 @@ def give_up_at_exit() -> None:
                 exporter.inner.shutdown()  # at exit, nothing is worth a traceback
 
 
+def _reset_after_fork() -> None:
+    # A forked child starts with its own export history; the parent's export
+    # thread may have held a lock, or been mid-export, at the fork.
+    for exporter in _exporters:
+        exporter.health = ExportHealth(exporter.health.what, exporter.health.endpoint)
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def register_exit_hook() -> None:
     """Run :func:`give_up_at_exit` before the providers' own exit hooks (registered
     earlier; ``atexit`` runs the last registered first)."""
@@ -197,6 +221,8 @@ def register_exit_hook() -> None:
 
 
 class ReportingSpanExporter(SpanExporter):
+    """A span exporter whose failures are reported once per outage (see the module)."""
+
     def __init__(self, inner: SpanExporter, endpoint: str) -> None:
         self.inner = inner
         self.health = _tracked("spans", endpoint)
@@ -227,6 +253,8 @@ def _points(data: MetricsData) -> int:
 
 
 class ReportingMetricExporter(MetricExporter):
+    """A metric exporter whose failures are reported once per outage (see the module)."""
+
     def __init__(self, inner: MetricExporter, endpoint: str) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,

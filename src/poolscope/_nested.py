@@ -9,7 +9,8 @@ Each task submitted from a worker of the same pool is marked nested (spans get
 ``executor.task.nested`` = true) and watched while it waits. A watcher thread,
 alive only while nested tasks wait, looks for the deadlock's signature: the
 pool is full, and every busy worker runs a task that has nested work still
-waiting, for longer than :data:`DEADLOCK_AFTER_S`. Then each of those waiting
+waiting, for longer than :data:`DEADLOCK_AFTER_S`, and is itself blocked
+waiting (in ``threading.Condition.wait``, where ``Future.result`` waits). Then each of those waiting
 tasks gets its wait span at once, ended now, with an error status and
 ``error.type`` = ``nested_offload_deadlock``, and a warning is logged once per
 pool. If the pool recovers (say the outer tasks time out), the tasks start and
@@ -19,8 +20,10 @@ are recorded as usual, without a second wait span.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+from types import FrameType
 from typing import TYPE_CHECKING, Final
 
 from ._safety import logger, report_internal_error
@@ -95,15 +98,33 @@ class _Watch:
 
 
 def _deadlocked(pool: Pool, tasks: list[Task], cutoff: int) -> bool:
-    """Every worker is busy, and each runs a task whose nested work waits since ``cutoff``."""
+    """Every worker is busy, and each runs a task whose nested work waits since
+    ``cutoff`` while the task itself is blocked waiting (a full pool of tasks that
+    fired off nested work and carry on is only saturated)."""
+    with pool.lock:
+        busy = pool.busy
+    if busy == 0 or busy < pool.limit():
+        return False
+    frames = sys._current_frames()
     holders = {
         id(task.outer)
         for task in tasks
-        if task.submitted <= cutoff and task.outer is not None and task.outer.is_running()
+        if task.submitted <= cutoff
+        and task.outer is not None
+        and task.outer.is_running()
+        and _blocked(frames.get(task.outer_thread))
     }
-    with pool.lock:
-        busy = pool.busy
-    return 0 < busy <= len(holders) and busy >= pool.limit()
+    return busy <= len(holders)
+
+
+_THREADING_FILE: Final = threading.__file__
+
+
+def _blocked(frame: FrameType | None) -> bool:
+    """The thread is inside ``threading.Condition.wait``: what ``Future.result``,
+    ``concurrent.futures.wait``, ``Event.wait`` and ``queue.Queue.get`` block in."""
+    code = frame.f_code if frame is not None else None
+    return code is not None and code.co_name == "wait" and code.co_filename == _THREADING_FILE
 
 
 _watch = _Watch()

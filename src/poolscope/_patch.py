@@ -56,7 +56,10 @@ class Patch:
         for _ in range(_MAX_CHAIN):
             if current is self.replacement:
                 return True
-            current = getattr(current, "__wrapped__", _MISSING)
+            try:
+                current = getattr(current, "__wrapped__", _MISSING)
+            except Exception:  # a proxy whose attribute access fails: the chain ends here
+                return False
             if current is _MISSING:
                 return False
         return False

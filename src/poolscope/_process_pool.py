@@ -18,7 +18,6 @@ import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import _ExceptionWithTraceback
 from typing import Any
 
 from opentelemetry import context, propagate
@@ -32,6 +31,13 @@ from ._task import Task, begin
 from ._thread_pool import run_in_executor_call
 
 __all__ = ["patches", "register_executor"]
+
+try:  # how the executor itself sends a worker's exception back, remote traceback and all
+    from concurrent.futures.process import _ExceptionWithTraceback
+except ImportError:  # pragma: no cover - a future Python that moved it: the bare exception
+
+    def _ExceptionWithTraceback(exc: BaseException, tb: Any) -> BaseException:  # type: ignore[no-redef]
+        return exc
 
 
 class _Timed:

@@ -9,7 +9,7 @@ OpenTelemetry's request-duration metric from the first moment. Raw paths
 from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 from . import semconv
 
@@ -50,9 +50,16 @@ def _match(routes: Iterable[Any], scope: dict[str, Any], prefix: str, depth: int
     return partial
 
 
+_KNOWN_METHODS: Final = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
+)
+
+
 def span_details(app: Any, scope: MutableMapping[str, Any]) -> tuple[str, dict[str, str]]:
     """Span name ``{method} {route}`` and the ``http.route`` attribute, per the HTTP conventions."""
-    method = str(scope.get("method", "")).upper() or "HTTP"
+    method = str(scope.get("method", "")).upper()
+    if method not in _KNOWN_METHODS:
+        method = "HTTP"  # as the conventions name it: a client's made-up method is not a name
     template = route_template(scope.get("app") or app, scope)
     if template is None:
         return method, {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -112,8 +113,15 @@ def begin(
 def _is_opentelemetrys_own(fn: object) -> bool:
     """The SDK's own short-lived pools (resource detection, also in every forked
     child) are the telemetry pipeline, not the app: not recorded unless registered.
-    (Instrumentations' wrappers around the app's functions are the app's work.)"""
-    return function_name(fn).startswith("opentelemetry.sdk.")
+    (Instrumentations' wrappers around the app's functions are the app's work.)
+    Resource detectors from other packages count as the SDK's too."""
+    if function_name(fn).startswith("opentelemetry.sdk."):
+        return True
+    detector = getattr(fn, "__self__", None)
+    return any(
+        cls.__name__ == "ResourceDetector" and cls.__module__ == "opentelemetry.sdk.resources"
+        for cls in type(detector).__mro__
+    )
 
 
 class Task:
@@ -126,6 +134,7 @@ class Task:
         "func",
         "offset",
         "outer",
+        "outer_thread",
         "parent",
         "pending_at_submit",
         "pool",
@@ -154,7 +163,11 @@ class Task:
         self.traced = telemetry.root_spans or trace.get_current_span(parent).is_recording()
         self.flagged = False  # reported as deadlocked by the nested-offload watch
         outer = current_task.get()
-        self.outer = outer if outer is not None and outer.pool is pool else None
+        # A coroutine scheduled from a worker carries its context, and this task
+        # with it, long after the task ended: only a running one is an outer.
+        nested = outer is not None and outer.pool is pool and outer.state == RUNNING
+        self.outer = outer if nested else None
+        self.outer_thread = threading.get_ident() if nested else 0  # the outer's worker
         with pool.lock:
             self.busy_at_submit, self.pending_at_submit = pool.counts()
             pool.pending += 1
