@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -96,3 +97,32 @@ def test_an_app_whose_collector_is_down_exits_at_once() -> None:
     assert stderr.count("poolscope: cannot export spans") == 1, stderr
     others = [line for line in stderr.splitlines() if not line.startswith("poolscope:")]
     assert others == []  # the exporter's own retry warnings were held back
+
+
+def test_at_exit_only_a_collector_that_refuses_connections_is_given_up() -> None:
+    """Both exporters failed their last export; one collector is back (it accepts
+    connections), so that app's final flush is kept. The other is shut down."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    from poolscope import _export
+
+    back = socket.create_server(("127.0.0.1", 0))
+    endpoints = {
+        "back": f"127.0.0.1:{back.getsockname()[1]}",
+        "down": f"127.0.0.1:{_stack.free_port()}",
+    }
+    exporters = {
+        name: _export.ReportingSpanExporter(OTLPSpanExporter(endpoint=url, insecure=True), url)
+        for name, url in endpoints.items()
+    }
+    try:
+        for exporter in exporters.values():
+            exporter.health.done(False, 1)
+        _export.give_up_at_exit()
+        assert exporters["down"].inner._shutdown  # type: ignore[attr-defined]
+        assert not exporters["back"].inner._shutdown  # type: ignore[attr-defined]
+    finally:
+        for exporter in exporters.values():
+            _export._exporters.remove(exporter)
+            exporter.shutdown()
+        back.close()

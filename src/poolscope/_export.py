@@ -11,7 +11,8 @@ between. Export itself, its retries and its bounded queues stay the SDK's.
 At exit, the SDK flushes what it holds, and against a dead collector each
 flush retries for the exporter's whole timeout (10 s by default), delaying
 every restart of the app. :func:`give_up_at_exit` shuts a failing exporter down
-first, which ends its retries: the app exits at once, the rest counted as dropped.
+first, which ends its retries: the app exits at once, the rest counted as
+dropped. A failing collector that accepts connections again keeps the flush.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import atexit
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 _EXPORTER_LOGGERS: Final = "opentelemetry.exporter"
+_PROBE_TIMEOUT_S: Final = 0.5  # at exit: a collector that does not answer by then is down
 _MAX_HELD: Final = 50  # records held per export; a retrying export logs a few
 
 
@@ -193,9 +196,23 @@ def _tracked(what: str, endpoint: str) -> ExportHealth:
     return ExportHealth(what, endpoint)
 
 
+def _accepts_connections(authority: str) -> bool:
+    """Whether the collector at ``host:port`` is back: a collector that failed and
+    has recovered since the last export keeps the app's final flush."""
+    parts = urlsplit(f"//{authority}")
+    try:
+        if parts.hostname is None or parts.port is None:
+            return False
+        with socket.create_connection((parts.hostname, parts.port), timeout=_PROBE_TIMEOUT_S):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def give_up_at_exit() -> None:
     """Shut down exporters whose collector is down, before the SDK's exit-time flush."""
-    down = {e.health.authority for e in _exporters if e.health.in_trouble()}
+    troubled = {e.health.authority for e in _exporters if e.health.in_trouble()}
+    down = {authority for authority in troubled if not _accepts_connections(authority)}
     for exporter in list(_exporters):
         if exporter.health.authority in down:
             with contextlib.suppress(Exception), exporter.health.holding_back():
