@@ -39,6 +39,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from benchmarks.soak import rss_kb  # noqa: E402
+
 import _stack  # noqa: E402  (tests/_stack.py: the same process helpers the tests use)
 
 PATHS = ("/chat", "/search", "/summary", "/stream")
@@ -76,13 +78,6 @@ class Run:
     @property
     def requests(self) -> int:
         return sum(p.requests for p in self.phases)
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -219,7 +214,7 @@ def run(mode: str, args: argparse.Namespace, log_dir: Path) -> Run:
         def sample() -> None:
             origin = time.monotonic()
             while sampling:
-                rss.append((time.monotonic() - origin, _rss_mb(app.process.pid)))
+                rss.append((time.monotonic() - origin, rss_kb(app.process.pid) / 1024))
                 time.sleep(1)
 
         sampler = threading.Thread(target=sample, daemon=True)

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
@@ -78,8 +78,13 @@ def _hold_back_exporter_logs() -> None:
             candidate.addFilter(_filter)  # type: ignore[union-attr]
 
 
+def _parts(endpoint: str) -> SplitResult:
+    """An endpoint as a URL, or as the ``host:port`` that gRPC exporters take."""
+    return urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+
+
 def _without_userinfo(endpoint: str) -> str:
-    parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+    parts = _parts(endpoint)
     if "@" not in parts.netloc:
         return endpoint
     return endpoint.replace(parts.netloc, parts.netloc.rpartition("@")[2], 1)
@@ -93,9 +98,7 @@ class ExportHealth:
         self.endpoint = _without_userinfo(endpoint)  # it is logged
         self.lock = threading.Lock()
         self.failing = False
-        self.dropped = 0  # items lost, over the process's life
         self.dropped_in_outage = 0
-        self.outages = 0
         self.last_message: str | None = None
         self.in_export = False
         self.held: list[logging.LogRecord] = []
@@ -145,11 +148,10 @@ class ExportHealth:
     @property
     def authority(self) -> str:
         """host:port of the endpoint: the spans and metrics of one collector share it."""
-        endpoint = self.endpoint if "//" in self.endpoint else f"//{self.endpoint}"
-        return urlsplit(endpoint).netloc or self.endpoint
+        return _parts(self.endpoint).netloc or self.endpoint
 
     def done(self, ok: bool, items: int) -> None:
-        if ok and self.held:
+        if ok:
             self.release_held()
         self.held = []
         with self.lock:
@@ -159,14 +161,11 @@ class ExportHealth:
                 self.failing = False
                 lost = self.dropped_in_outage
             else:
-                self.dropped += items
-                self.dropped_in_outage += items
                 if self.failing:
+                    self.dropped_in_outage += items
                     return
                 self.failing = True
-                self.outages += 1
-                self.dropped_in_outage = items
-                lost = items
+                self.dropped_in_outage = lost = items
         if ok:
             logger.warning(
                 "poolscope: %s export to %s works again; %d %s in failed exports were "
@@ -199,7 +198,7 @@ def _tracked(what: str, endpoint: str) -> ExportHealth:
 def _accepts_connections(authority: str) -> bool:
     """Whether the collector at ``host:port`` is back: a collector that failed and
     has recovered since the last export keeps the app's final flush."""
-    parts = urlsplit(f"//{authority}")
+    parts = _parts(authority)
     try:
         if parts.hostname is None or parts.port is None:
             return False
