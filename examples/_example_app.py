@@ -8,6 +8,7 @@ from typing import Any
 
 LLM_URL_VARIABLE = "POOLSCOPE_EXAMPLE_LLM_URL"
 DEFAULT_LLM_URL = "http://127.0.0.1:8001"
+KEEP_ALIVE_S = 75
 
 
 def llm_url() -> str:
@@ -28,4 +29,13 @@ def run(app: Any, description: str) -> None:
     args = parser.parse_args()
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        # A load test keeps its connections between steps: uvicorn's 5 s default
+        # closes them while idle, and a request racing that close fails.
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )

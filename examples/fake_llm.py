@@ -336,7 +336,11 @@ def main(argv: list[str] | None = None) -> None:
         args.first_token_ms / 1000, args.per_token_ms / 1000, args.jitter, args.tokens
     )
     uvicorn.run(
-        create_app(latency, seed=args.seed), host=args.host, port=args.port, log_level="warning"
+        create_app(latency, seed=args.seed),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=75,  # clients keep their connections between bursts
     )
 
 

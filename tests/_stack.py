@@ -33,6 +33,7 @@ BINARIES = {
     "prometheus": ("POOLSCOPE_PROMETHEUS_BIN", "prometheus"),
     "promtool": ("POOLSCOPE_PROMTOOL_BIN", "promtool"),
     "chromium": ("POOLSCOPE_CHROMIUM_BIN", "chromium"),
+    "wrk": ("POOLSCOPE_WRK_BIN", "wrk"),
 }
 
 

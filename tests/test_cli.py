@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import termios
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,10 @@ def _processes_with(marker: str) -> list[int]:
         (["demo", "--steps", "1,500"], "--steps must be concurrency levels from 1 to 300"),
         (["top", "not-a-url"], "expected an http:// URL, got 'not-a-url'"),
         (["top", "--interval", "0"], "--interval must be 0.1 to 3600 seconds"),
+        (["diagnose", "not-a-url"], "expected an http:// URL, got 'not-a-url'"),
+        (["diagnose", "--duration", "0"], "--duration must be 1 to 86400 seconds"),
+        (["diagnose", "http://127.0.0.1:9/", "--duration", "5"], "--duration must be 15 to"),
+        (["diagnose", "--json", "/no/such/dir/v.json"], "--json: directory /no/such/dir"),
         (["nonsense"], "invalid choice: 'nonsense'"),
     ],
 )
@@ -81,6 +87,58 @@ def test_a_port_in_use_is_refused_before_anything_starts() -> None:
     assert f"--naive-port {port}: the port is in use on 127.0.0.1" in result.stderr
     assert time.monotonic() - started < 20
     assert not _processes_with(str(ROOT / "examples" / "fake_llm.py"))
+
+
+def test_diagnose_says_when_the_source_cannot_be_read(tmp_path: Path) -> None:
+    port = free_port()
+    result = _run("diagnose", f"http://127.0.0.1:{port}/metrics", "--duration", "1")
+    assert result.returncode == 2
+    assert f"cannot reach http://127.0.0.1:{port}/metrics" in result.stderr
+    assert "Traceback" not in result.stderr
+    # an endpoint that serves metrics, none of them poolscope's
+    (tmp_path / "metrics").write_text("# TYPE up gauge\nup 1\n")
+    with subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as server:
+        try:
+            wait_until(lambda: tcp_open(port), timeout=10, what="the http.server")
+            result = _run("diagnose", f"http://127.0.0.1:{port}/metrics", "--duration", "1")
+        finally:
+            server.kill()
+    assert result.returncode == 2
+    assert "has no poolscope metrics" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_diagnose_names_the_starved_pool_of_a_running_app_and_exits_1(tmp_path: Path) -> None:
+    with services(tmp_path) as start:
+        app, url = _naive_app(start)
+        with urllib.request.urlopen(f"{app}/chat", timeout=30) as response:  # poolscope reports
+            assert response.status == 200  # a process once it has served a request
+        idle = _run("diagnose", url, "--duration", "2")
+        assert idle.returncode == 0, idle.stdout + idle.stderr
+        assert "No pool hit its limit" in idle.stdout
+        load = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "_sustain.py"), app, "14", "/chat:20"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(2)
+            verdicts = tmp_path / "verdicts.json"
+            result = _run("diagnose", url, "--duration", "8", f"--json={verdicts}")
+        finally:
+            load.kill()
+            load.wait()
+    assert result.returncode == 1, result.stdout + result.stderr
+    found = json.loads(verdicts.read_text())["verdicts"]
+    assert [(v["kind"], v["pool"]) for v in found] == [
+        ("pool_starvation", semconv.POOL_ASYNCIO_DEFAULT)
+    ], result.stdout
+    assert found[0]["limit"] == min(32, (os.cpu_count() or 1) + 4)
+    assert "[pool_starvation] naive-llm-app/" in result.stdout
 
 
 def test_top_says_when_the_endpoint_is_unreachable() -> None:

@@ -1,8 +1,8 @@
 """``poolscope demo`` with its default settings, and its report in a real headless Chromium.
 
 One run of the real command (three processes on loopback, real load, about
-100 s here) feeds every test in this module. The figures asserted come from
-that run's own ``--json`` output.
+three minutes here) feeds every test in this module. The figures asserted
+come from that run's own ``--json`` output.
 """
 
 from __future__ import annotations
@@ -78,46 +78,65 @@ def _step(demo: Demo, app: str, scenario: str, users: int) -> dict[str, Any]:
     return step
 
 
-def test_the_demo_finishes_within_three_minutes_with_every_request_answered(demo: Demo) -> None:
-    assert demo.elapsed < 180, f"the demo took {demo.elapsed:.0f} s"
+def test_the_demo_finishes_within_four_minutes_with_every_request_answered(demo: Demo) -> None:
+    assert demo.elapsed < 240, f"the demo took {demo.elapsed:.0f} s"
     steps = demo.results["steps"]
     assert len(steps) == 2 * 2 * 6
-    assert all(not s["failures"] for s in steps), [s["failures"] for s in steps]
+    assert all(not s["failures"] and not s["unfinished"] for s in steps), [
+        (s["failures"], s["unfinished"]) for s in steps
+    ]
 
 
-def test_the_fixed_app_serves_five_times_the_naive_apps_async_routes_at_100_users(
+def test_the_machine_had_cpu_to_spare_and_says_so(demo: Demo) -> None:
+    # The figures are the apps', not the machine's: every step left CPU free, the
+    # fixed app far from its own limit even at the top step.
+    for step in demo.results["steps"]:
+        assert not step["machine_exhausted"], step
+        assert step["app_cpu"] is not None and step["load_generator_cpu"] > 0
+    fixed = _step(demo, "fixed", "async routes", TOP)
+    assert fixed["app_cpu"] < 0.6, fixed
+    assert "the apps, not the machine, set every figure" in demo.stdout
+
+
+def test_the_fixed_app_serves_ten_times_the_naive_apps_async_routes_at_100_users(
     demo: Demo,
 ) -> None:
     naive = _step(demo, "naive", "async routes", TOP)
     fixed = _step(demo, "fixed", "async routes", TOP)
-    assert fixed["throughput"] >= 5 * naive["throughput"], (naive, fixed)
+    assert fixed["throughput"] >= 10 * naive["throughput"], (naive, fixed)
     assert fixed["p95"] < naive["p95"]
 
 
 def test_on_sync_routes_the_fix_is_bounded_by_anyios_forty_seats(demo: Demo) -> None:
     # 100 users against 40 worker threads: the naive app serves 40 at a time,
-    # so the fix gains about 100/40 = 2.5x here, not 5x (see the closing note).
+    # so the fix gains about 100/40 = 2.5x here, not 10x.
     naive = _step(demo, "naive", "sync routes", TOP)
     fixed = _step(demo, "fixed", "sync routes", TOP)
-    assert fixed["throughput"] >= 1.8 * naive["throughput"], (naive, fixed)
+    assert fixed["throughput"] >= 2 * naive["throughput"], (naive, fixed)
     assert naive["wait_share"] > 0.2 and fixed["wait_share"] < 0.05
 
 
-def test_the_diagnosis_names_each_starved_pool_with_its_limit(demo: Demo) -> None:
-    naive = {f["pool"]: f for f in demo.results["diagnosis"]["naive"]["saturated"]}
+def test_the_naive_app_starves_both_pools_and_the_fixed_app_gets_no_verdict(demo: Demo) -> None:
+    verdicts = demo.results["diagnosis"]["naive"]["verdicts"]
+    assert {v["kind"] for v in verdicts} == {"pool_starvation"}, verdicts
+    naive = {v["pool"]: v for v in verdicts}
+    assert set(naive) == {semconv.POOL_ASYNCIO_DEFAULT, semconv.POOL_ANYIO_DEFAULT}
     assert naive[semconv.POOL_ASYNCIO_DEFAULT]["limit"] == DEFAULT_EXECUTOR_LIMIT
     assert naive[semconv.POOL_ANYIO_DEFAULT]["limit"] == ANYIO_LIMIT
     # the default executor saturates at the first step with more users than threads
-    first = naive[semconv.POOL_ASYNCIO_DEFAULT]["saturated_at"]
+    first = naive[semconv.POOL_ASYNCIO_DEFAULT]["since_load"]
     assert first == min(s for s in STEPS if s > DEFAULT_EXECUTOR_LIMIT)
-    assert ANYIO_LIMIT < naive[semconv.POOL_ANYIO_DEFAULT]["saturated_at"] <= TOP
-    for finding in naive.values():
-        assert finding["needed_workers"] > finding["limit"]
+    assert ANYIO_LIMIT < naive[semconv.POOL_ANYIO_DEFAULT]["since_load"] <= TOP
+    for verdict in naive.values():
+        assert verdict["evidence"]["needed_workers"] > verdict["limit"]
     # at 100 users every one of them had a task wanting a seat of the default executor
-    assert naive[semconv.POOL_ASYNCIO_DEFAULT]["needed_workers"] > 0.8 * TOP
-    assert demo.results["diagnosis"]["fixed"]["saturated"] == []
-    assert f"{semconv.POOL_ASYNCIO_DEFAULT} in naive-llm-app hit its limit" in demo.stdout
-    assert "fixed-llm-app: No pool hit its limit" in demo.stdout
+    assert naive[semconv.POOL_ASYNCIO_DEFAULT]["evidence"]["needed_workers"] > 0.8 * TOP
+    # sync LLM calls held the anyio workers; the default executor's also did sync HTTP
+    assert naive[semconv.POOL_ANYIO_DEFAULT]["evidence"]["llm_share"] > 0.9
+    assert 0.2 < naive[semconv.POOL_ASYNCIO_DEFAULT]["evidence"]["llm_share"] < 0.9
+    assert demo.results["diagnosis"]["fixed"]["verdicts"] == []
+    assert f"naive-llm-app: {semconv.POOL_ASYNCIO_DEFAULT} hit its limit" in demo.stdout
+    assert "fixed-llm-app: No pool hit its limit, the process had CPU to spare" in demo.stdout
 
 
 def test_the_report_renders_its_plots_in_chromium_offline(demo: Demo, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ are seen as one.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from benchmarks import export_faults
 
 import _stack
@@ -126,3 +128,27 @@ def test_at_exit_only_a_collector_that_refuses_connections_is_given_up() -> None
             _export._exporters.remove(exporter)
             exporter.shutdown()
         back.close()
+
+
+def test_a_retry_that_got_through_is_logged_unless_it_ended_a_reported_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from poolscope._export import ExportHealth
+
+    exporter_log = logging.getLogger("opentelemetry.exporter.otlp.test")
+    caplog.set_level(logging.WARNING)
+    health = ExportHealth("spans", "127.0.0.1:4317")
+    health.note(
+        exporter_log.makeRecord(exporter_log.name, logging.WARNING, "", 0, "retrying", (), None)
+    )
+    health.done(ok=True, items=10)  # a healthy exporter's retry: the warning is news
+    assert [r.getMessage() for r in caplog.records] == ["retrying"]
+    caplog.clear()
+    health.done(ok=False, items=10)  # an outage, reported once
+    health.note(
+        exporter_log.makeRecord(exporter_log.name, logging.WARNING, "", 0, "retrying", (), None)
+    )
+    health.done(ok=True, items=10)  # the export that ended it retried on the way
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "retrying" not in messages, messages
+    assert "works again" in messages[1]

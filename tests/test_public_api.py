@@ -10,9 +10,12 @@ import poolscope
 from poolscope import semconv
 
 EXPECTED_API = {
+    "BlockSite",
     "Diagnosis",
-    "LoopWindow",
     "PoolWindow",
+    "ProcessWindow",
+    "Verdict",
+    "VerdictKind",
     "diagnose",
     "windows_from_prometheus",
     "ConfigurationError",
@@ -51,8 +54,35 @@ def test_the_contract_document_names_every_metric_span_and_attribute() -> None:
         value = getattr(semconv, name)
         if isinstance(value, str):
             assert f"`{value}`" in text, f"docs/telemetry.md does not mention {name} = {value!r}"
-    buckets = ", ".join(f"{b:g}" for b in semconv.DURATION_BUCKETS)
-    assert buckets in text
+    coarse = [b for b in semconv.DURATION_BUCKETS if b < 0.01]
+    dense = [b for b in semconv.DURATION_BUCKETS if 0.01 <= b < 60]
+    layout = (
+        f"{', '.join(f'{b:g}' for b in coarse)}, then {semconv.BUCKETS_PER_DECADE} bounds "
+        f"per decade from {dense[0]:g} to {dense[-1]:g} ({dense[0]:g}, {dense[1]:g}, "
+        f"{dense[2]:g}, …, {dense[-2]:g}, {dense[-1]:g}), then {semconv.DURATION_BUCKETS[-1]:g}"
+    )
+    assert layout in text
+    assert ", ".join(f"{b:g}" for b in semconv.LAG_BUCKETS) in text
+
+
+def test_the_contract_document_states_the_verdicts_thresholds() -> None:
+    from poolscope import _diagnose
+
+    text = DOCS.read_text()
+    for kind in poolscope.VerdictKind:
+        assert f"| `{kind}` |" in text, kind
+    for name in (
+        "SATURATION",
+        "CPU_BOUND_CORES",
+        "LOOP_BUSY",
+        "ON_CPU",
+        "OTHER_THREADS_CORES",
+        "LAG_THRESHOLD_S",
+        "LATE_SHARE",
+        "BLOCKED_SHARE",
+        "MIN_BLOCKS",
+    ):
+        assert f"{getattr(_diagnose, name):g}" in text, name
 
 
 def test_the_contract_document_names_every_setting() -> None:

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from tools.stackgen import alerts
-from tools.stackgen import queries as q
 
 import poolscope
 from _stack import (
@@ -37,6 +36,7 @@ from _stack import (
     tcp_open,
 )
 from poolscope import _promql as p
+from poolscope import _queries as q
 from poolscope import semconv
 
 pytestmark = pytest.mark.slow
@@ -100,7 +100,7 @@ def _by_instance(result: list[dict[str, Any]]) -> dict[str, float]:
 
 def _saturated_by_hand(bench: Bench, selector: str, limits: dict[str, float]) -> set[str]:
     """The saturation rule computed here from the raw samples, to check the PromQL against."""
-    window = alerts.SATURATION_WINDOW
+    window = alerts.WINDOW
     busy = bench.prometheus.query(f'{p.WORKERS}{{{selector}, {p.WORKER_STATE}="busy"}}[{window}]')
     pending = bench.prometheus.query(f"{p.PENDING}{{{selector}}}[{window}]")
     queued = {s["metric"][p.INSTANCE]: max(float(v) for _, v in s["values"]) for s in pending}
@@ -124,9 +124,7 @@ def _check_two_workers_each_against_its_own_limit(bench: Bench, job: str) -> Non
     assert all(0 < peak <= LIMIT for peak in peaks.values()), peaks  # never above its own
     saturated = _saturated_by_hand(bench, selector, limits)
     assert saturated, "30 users against the workers' 6 threads each saturated none"
-    fleet = bench.prometheus.query(
-        q.saturated_processes({p.SERVICE: job}, alerts.SATURATION_WINDOW)
-    )
+    fleet = bench.prometheus.query(q.saturated_processes({p.SERVICE: job}, alerts.WINDOW))
     counts = {s["metric"][p.POOL]: float(s["value"][1]) for s in fleet}
     assert counts.get(semconv.POOL_ASYNCIO_DEFAULT) == len(saturated), fleet
     firing = [
@@ -139,11 +137,11 @@ def _check_two_workers_each_against_its_own_limit(bench: Bench, job: str) -> Non
     ]
     assert {a["labels"][p.INSTANCE] for a in firing} == saturated
     # and diagnose() reading the same Prometheus names the same processes
-    windows = poolscope.windows_from_prometheus(bench.prometheus.url, alerts.SATURATION_WINDOW)
+    windows = poolscope.windows_from_prometheus(bench.prometheus.url, alerts.WINDOW)
     named = {
-        f.instance
-        for f in poolscope.diagnose(windows).pools
-        if f.service == job and f.pool == semconv.POOL_ASYNCIO_DEFAULT
+        verdict.instance
+        for verdict in poolscope.diagnose(*windows).of(poolscope.VerdictKind.POOL_STARVATION)
+        if verdict.service == job and verdict.pool == semconv.POOL_ASYNCIO_DEFAULT
     }
     assert named == saturated
 

@@ -15,6 +15,7 @@ them) is not tested; that the queries are right, is.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -25,6 +26,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -213,6 +215,43 @@ def test_the_dashboards_jaeger_search_finds_long_waits_with_their_attributes(sta
             assert semconv.SPAN_RUN in siblings
 
 
+def test_the_wait_p95_prometheus_reads_is_within_10_percent_of_the_spans(stack: Stack) -> None:
+    # The dashboard's and the alert's p95 (histogram_quantile over the wait histogram)
+    # against the exact p95 of the same pool's executor.wait spans in Jaeger, over the
+    # same stretch of the load. The app exports every second and Prometheus scrapes every
+    # second: the histogram lags the spans by about two.
+    seconds = 24
+    end = stack.evaluated_at - 2
+    start = end - seconds
+    params = {
+        "service": NAIVE,
+        "operation": semconv.SPAN_WAIT,
+        "tags": json.dumps({semconv.ATTR_EXECUTOR_NAME: semconv.POOL_ASYNCIO_DEFAULT}),
+        "start": int((start - 30) * 1e6),
+        "end": int(end * 1e6),
+        "limit": 5000,
+    }
+    traces = http_get(f"{stack.jaeger_url}/api/traces?{urllib.parse.urlencode(params)}")["data"]
+    waits = sorted(
+        span["duration"] / 1e6
+        for trace in traces
+        for span in trace["spans"]
+        if span["operationName"] == semconv.SPAN_WAIT
+        and {t["key"]: t["value"] for t in span["tags"]}.get(semconv.ATTR_EXECUTOR_NAME)
+        == semconv.POOL_ASYNCIO_DEFAULT
+        and start <= (span["startTime"] + span["duration"]) / 1e6 <= end
+    )
+    assert len(waits) >= 100, len(waits)
+    exact = waits[math.ceil(0.95 * len(waits)) - 1]
+    bucket = p.selector(
+        f"{p.WAIT}_bucket", **{p.SERVICE: NAIVE, p.POOL: semconv.POOL_ASYNCIO_DEFAULT}
+    )
+    expr = f"histogram_quantile(0.95, sum by (le) (increase({bucket}[{seconds}s])))"
+    [series] = stack.prometheus.query(expr, end + 2)
+    read = float(series["value"][1])
+    assert abs(read - exact) / exact <= 0.10, (read, exact, len(waits))
+
+
 def _complete(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``traces`` if every parent each span names is in its trace, else nothing."""
     for trace in traces:
@@ -345,4 +384,30 @@ def test_top_reads_every_app_and_process_from_the_prometheus_server(stack: Stack
     assert re.search(
         rf"{re.escape(semconv.POOL_ANYIO_DEFAULT)}\s+\S+\s+\d+/{ANYIO_LIMIT}\s", result.stdout
     )
-    assert "event loop naive-llm-app/" in result.stdout
+    # a row per process, with the CPU it used over the last minute, rated by the server
+    assert re.search(r"^naive-llm-app/\S+\s+\d+\.\d\d\s", result.stdout, re.MULTILINE)
+    assert "figures over the last 1m" in result.stdout
+
+
+def test_diagnose_reads_every_app_from_the_prometheus_server(stack: Stack, tmp_path: Path) -> None:
+    output = tmp_path / "verdicts.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "poolscope",
+            "diagnose",
+            stack.prometheus.url,
+            f"--duration={LOAD_SECONDS - 6}",
+            f"--json={output}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    verdicts = json.loads(output.read_text())["verdicts"]
+    naive = {(v["kind"], v["pool"]) for v in verdicts if v["service"] == NAIVE}
+    assert ("pool_starvation", semconv.POOL_ASYNCIO_DEFAULT) in naive, result.stdout
+    assert [v for v in verdicts if v["service"] == FIXED] == [], result.stdout

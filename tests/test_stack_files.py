@@ -84,13 +84,18 @@ def test_jaeger_validates_its_config() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_collector_config_matches_the_package() -> None:
-    config = _yaml(COLLECTOR_CONFIG)
-    span_metrics = config["connectors"]["span_metrics"]
+@pytest.mark.parametrize("name", ["config.yaml", "gateway.yaml"])
+def test_the_span_metrics_buckets_are_the_packages(name: str) -> None:
+    span_metrics = _yaml(ROOT / "collector" / name)["connectors"]["span_metrics"]
     assert span_metrics["namespace"] == p.SPAN_METRICS_NAMESPACE
     assert span_metrics["histogram"]["unit"] == semconv.UNIT_SECONDS
     buckets = [float(b.removesuffix("s")) for b in span_metrics["histogram"]["explicit"]["buckets"]]
     assert buckets == list(semconv.DURATION_BUCKETS)
+
+
+def test_the_collector_config_matches_the_package() -> None:
+    config = _yaml(COLLECTOR_CONFIG)
+    span_metrics = config["connectors"]["span_metrics"]
     dimensions = {d["name"] for d in span_metrics["dimensions"]}
     assert {
         semconv.ATTR_EXECUTOR_NAME,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -215,6 +217,15 @@ def test_nested_offload_with_a_free_worker_is_marked_nested_and_nothing_more(
     assert "deadlock" not in caplog.text
 
 
+def _stacks() -> str:
+    """Every thread's stack, by name."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    return "\n".join(
+        f"{names.get(ident, ident)}:\n{''.join(traceback.format_stack(frame))}"
+        for ident, frame in sys._current_frames().items()
+    )
+
+
 def test_a_full_pool_of_tasks_waiting_on_nested_work_is_reported_as_deadlocked(
     telemetry: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -234,17 +245,20 @@ def test_a_full_pool_of_tasks_waiting_on_nested_work_is_reported_as_deadlocked(
 
     caplog.set_level(logging.WARNING, logger="poolscope")
     with ThreadPoolExecutor(2, thread_name_prefix="nested-full") as pool:
-        with telemetry.tracer.start_as_current_span("request"):
-            outers = [pool.submit(outer, pool) for _ in range(2)]
-        deadline = time.monotonic() + 10
-        while len(_nested_waits(telemetry, "nested-full")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        flagged = _nested_waits(telemetry, "nested-full")
-        # Reported while still stuck: neither nested task has run.
-        assert telemetry.gauges("nested-full") == {"busy": 2, "idle": 0, "limit": 2, "pending": 2}
-        release.set()
+        try:
+            with telemetry.tracer.start_as_current_span("request"):
+                outers = [pool.submit(outer, pool) for _ in range(2)]
+            deadline = time.monotonic() + 10
+            while len(_nested_waits(telemetry, "nested-full")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            flagged = _nested_waits(telemetry, "nested-full")
+            assert len(flagged) == 2, _stacks()  # where everything was, if it never came
+            # Reported while still stuck: neither nested task has run.
+            gauges = telemetry.gauges("nested-full")
+            assert gauges == {"busy": 2, "idle": 0, "limit": 2, "pending": 2}
+        finally:
+            release.set()  # a failed check must fail the test, not hang it on the pool's exit
         assert [f.result(timeout=10) for f in outers] == ["gave up", "gave up"]
-    assert len(flagged) == 2
     runs_by_id = {
         s.context.span_id: s for s in telemetry.spans(semconv.SPAN_RUN, pool="nested-full")
     }

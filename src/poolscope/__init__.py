@@ -44,7 +44,15 @@ from ._api import (
 from ._asgi import PoolscopeMiddleware
 from ._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore
 from ._configure import configure
-from ._diagnose import Diagnosis, LoopWindow, PoolWindow, diagnose
+from ._diagnose import (
+    BlockSite,
+    Diagnosis,
+    PoolWindow,
+    ProcessWindow,
+    Verdict,
+    VerdictKind,
+    diagnose,
+)
 from ._errors import ConfigurationError
 from ._instrumentor import PoolscopeInstrumentor
 from ._llm import LLMCall, llm_call
@@ -52,15 +60,18 @@ from ._readings import windows_from_prometheus
 from ._version import __version__
 
 __all__ = [
+    "BlockSite",
     "ConfigurationError",
     "Diagnosis",
     "InstrumentedCapacityLimiter",
     "InstrumentedSemaphore",
     "LLMCall",
-    "LoopWindow",
     "PoolWindow",
     "PoolscopeInstrumentor",
     "PoolscopeMiddleware",
+    "ProcessWindow",
+    "Verdict",
+    "VerdictKind",
     "__version__",
     "configure",
     "diagnose",

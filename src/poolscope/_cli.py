@@ -1,4 +1,4 @@
-"""The ``poolscope`` command: ``poolscope demo`` and ``poolscope top``."""
+"""The ``poolscope`` command: ``demo``, ``top`` and ``diagnose``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from ._demo import DemoError
 from ._errors import ConfigurationError
 from ._readings import SourceError
+from ._watch import DEFAULT_ENDPOINT_SECONDS, DEFAULT_SERVER_SECONDS
 
 __all__ = ["main"]
 
@@ -97,6 +98,36 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument(
         "--once", action="store_true", help="print one reading (after one interval) and exit"
     )
+
+    check = commands.add_parser(
+        "diagnose",
+        help="say what holds a running app's requests up, and what to change",
+        description=(
+            "Watch a running app's Prometheus endpoint (URL ending in /metrics) for --duration "
+            "seconds, or read the last --duration seconds of every app on a Prometheus server, "
+            "and print the verdicts: a starved pool, a process out of CPU, a blocked event "
+            "loop, GIL contention. Exit 0 when healthy, 1 when something was found, 2 on bad "
+            "input or an unreachable URL."
+        ),
+    )
+    check.add_argument(
+        "url",
+        nargs="?",
+        default="http://127.0.0.1:9464/metrics",
+        help="default http://127.0.0.1:9464/metrics",
+    )
+    check.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help=(
+            f"seconds to watch an app (default {DEFAULT_ENDPOINT_SECONDS:g}) or to read "
+            f"from a Prometheus server (default {DEFAULT_SERVER_SECONDS:g})"
+        ),
+    )
+    check.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write the verdicts as JSON to FILE"
+    )
     return parser
 
 
@@ -118,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             run_demo(settings)
             return 0
+        if args.command == "diagnose":
+            from ._watch import run_diagnose
+
+            return run_diagnose(args.url, seconds=args.duration, json_output=args.json)
         from ._top import run_top
 
         return run_top(args.url, interval=args.interval, once=args.once)

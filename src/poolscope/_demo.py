@@ -2,10 +2,18 @@
 
 Starts the fake OpenAI-compatible server and both example apps as separate
 processes on free loopback ports, drives each app's async routes and then
-its sync routes with 1, 5, 10, 25, 50 and 100 concurrent users, reads every
-pool from the apps' own Prometheus endpoints while it does, and ends with a
-table per app, a diagnosis from :func:`poolscope.diagnose`, and a
+its sync routes with 1, 5, 10, 25, 50 and 100 concurrent users (each with
+its own keep-alive connection), reads every pool and the app's CPU and
+event loop from the apps' own Prometheus endpoints while it does, and ends
+with a table per app, the verdicts of :func:`poolscope.diagnose`, and a
 self-contained HTML report. Nothing leaves 127.0.0.1; no API key is needed.
+
+The model answers like the article's: about a second to the first token,
+1.4 s for a whole chat completion. That keeps the fixed app far from its
+CPU limit at 100 users on a 2-core machine, where the demo's own load
+generator and the fake model share the cores with it; the CPU each step
+took (the app's, the load generator's, the machine's) is measured and
+printed, and a step where the machine ran out of CPU says so.
 """
 
 from __future__ import annotations
@@ -16,18 +24,18 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from . import _readings, semconv
-from ._diagnose import Diagnosis, LoopWindow, PoolWindow, diagnose
+from ._cpu import machine_cpu
+from ._diagnose import Diagnosis, PoolWindow, ProcessWindow, diagnose
 from ._errors import ConfigurationError
 from ._loadgen import StepLoad, run_step
 from ._readings import Histogram, Snapshot
@@ -38,7 +46,9 @@ NAIVE: Final = "naive"
 FIXED: Final = "fixed"
 APPS: Final = {NAIVE: "naive_app.py", FIXED: "fixed_app.py"}
 DEFAULT_STEPS: Final = (1, 5, 10, 25, 50, 100)
-SAMPLE_INTERVAL_S: Final = 0.25
+SAMPLE_INTERVAL_S: Final = 0.5
+MACHINE_BUSY: Final = 0.9
+"""Share of the machine's CPU at or above which a step measured the machine, not the app."""
 MAX_USERS: Final = 300
 """More would take the naive app minutes per step to drain on a small machine."""
 _NEEDS: Final = ("fastapi", "uvicorn", "openai", "httpx", "prometheus_client")
@@ -77,16 +87,16 @@ SCENARIOS: Final = (
 @dataclass(frozen=True)
 class DemoSettings:
     steps: tuple[int, ...] = DEFAULT_STEPS
-    step_seconds: float = 3.0
+    step_seconds: float = 4.0
     output: Path = Path("poolscope-report.html")
     otlp: str | None = None
     json_output: Path | None = None
     llm_port: int = 0
     naive_port: int = 0
     fixed_port: int = 0
-    first_token_ms: float = 400.0
-    per_token_ms: float = 15.0
-    tokens: int = 8
+    first_token_ms: float = 1000.0
+    per_token_ms: float = 25.0
+    tokens: int = 16
 
     def check(self) -> None:
         if not self.steps or any(s < 1 or s > MAX_USERS for s in self.steps):
@@ -126,15 +136,44 @@ class DemoSettings:
             )
 
 
+@dataclass(frozen=True)
+class MachineUse:
+    """Where the machine's CPU went during a step: cores, averaged over the step."""
+
+    load_generator: float
+    """This process: the load generator and the sampler."""
+    machine: float | None
+    """Every process on the machine; None where the platform cannot tell."""
+    cores: int
+
+    @property
+    def busy_share(self) -> float | None:
+        return None if self.machine is None else self.machine / self.cores
+
+    @property
+    def exhausted(self) -> bool:
+        """The machine, not the app, was the limit."""
+        share = self.busy_share
+        return share is not None and share >= MACHINE_BUSY
+
+
 @dataclass
 class StepResult:
     app: str
     scenario: str
     load: StepLoad
     pools: dict[str, PoolWindow]
-    lag_p99: float | None
-    wait_seconds: float
+    process: ProcessWindow | None
     wait_histograms: dict[str, Histogram]
+    machine: MachineUse
+
+    @property
+    def wait_seconds(self) -> float:
+        return sum(w.wait_seconds for w in self.pools.values())
+
+    @property
+    def lag_p99(self) -> float | None:
+        return self.process.lag_p99 if self.process is not None else None
 
     @property
     def wait_share(self) -> float:
@@ -342,45 +381,42 @@ def _at_most(value: float | None, bound: float | None) -> float | None:
     return value if value is None or bound is None else min(value, bound)
 
 
-def _windows(
-    app: str,
+class _CpuMeter:
+    """CPU used by this process and by the machine, between ``start()`` and ``stop()``."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.own = time.process_time()
+        self.machine = machine_cpu()
+
+    def stop(self) -> MachineUse:
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        own = (time.process_time() - self.own) / seconds
+        now, before = machine_cpu(), self.machine
+        busy = None
+        if now is not None and before is not None and now[1] > before[1]:
+            cores = os.cpu_count() or 1
+            busy = (now[0] - before[0]) / (now[1] - before[1]) * cores
+        return MachineUse(own, busy, os.cpu_count() or 1)
+
+
+def _step_windows(
+    service: str,
     concurrency: int,
     before: Snapshot,
     after: Snapshot,
     *,
     samples: list[Snapshot],
     longest: float | None,
-) -> tuple[dict[str, PoolWindow], dict[str, Histogram], float | None]:
-    windows, waits = {}, {}
-    for key, reading in after.pools.items():
-        previous = before.pools.get(key)
-        wait = reading.wait.since(previous.wait if previous else None)
-        run = reading.run.since(previous.run if previous else None)
-        seen = [s.pools[key] for s in samples if key in s.pools] or [reading]
-        pool = reading.pool
-        waits[pool] = wait
-        windows[pool] = PoolWindow(
-            pool=pool,
-            limit=reading.limit,
-            busy_peak=max(r.busy for r in seen),
-            busy_typical=statistics.median(r.busy for r in seen),
-            demand_typical=statistics.median(r.busy + r.pending for r in seen),
-            pending_peak=max(r.pending for r in seen),
-            tasks=wait.count,
-            wait_seconds=wait.sum,
-            run_seconds=run.sum,
-            duration=after.taken_at - before.taken_at,  # the span of the histograms' deltas
-            # a bucket estimate; never longer than the slowest request it was part of
-            wait_p95=_at_most(wait.quantile(0.95), longest),
-            load=concurrency,
-            service=reading.service or app,
-            instance=reading.instance,
-            type=reading.type,
-        )
-    lag = None
-    for loop, histogram in after.lag.items():
-        lag = histogram.since(before.lag.get(loop)).quantile(0.99)
-    return windows, waits, lag
+) -> tuple[dict[str, PoolWindow], ProcessWindow | None, dict[str, Histogram]]:
+    found = _readings.windows(before, after, samples, load=concurrency, service=service)
+    # a bucket estimate; never longer than the slowest request it was part of
+    pools = {w.pool: replace(w, wait_p95=_at_most(w.wait_p95, longest)) for w in found.pools}
+    waits = {
+        reading.pool: reading.wait.since(before.pools[key].wait if key in before.pools else None)
+        for key, reading in after.pools.items()
+    }
+    return pools, (found.processes[0] if found.processes else None), waits
 
 
 async def _drive(
@@ -394,7 +430,9 @@ async def _drive(
     total = len(APPS) * len(SCENARIOS) * len(settings.steps)
     done = 0
     for app in APPS:
-        limits = httpx.Limits(max_connections=max(settings.steps) + 10)
+        users = max(settings.steps)
+        # every user keeps its connection: a reconnect per request is load of its own
+        limits = httpx.Limits(max_connections=users + 10, max_keepalive_connections=users + 10)
         async with httpx.AsyncClient(base_url=apps.urls[app], limits=limits, timeout=120) as client:
             for path in {p for s in SCENARIOS for p in s.paths}:  # warm up every route
                 await client.get(path)
@@ -403,6 +441,7 @@ async def _drive(
                     progress(f"{app} app, {scenario.name}, {concurrency} users", done, total)
                     sampler = _Sampler(apps.metrics[app], run.started)
                     before = await _read(apps.metrics[app], app)
+                    meter = _CpuMeter()
                     sampling = asyncio.create_task(sampler.run())
                     window_end = time.monotonic() + settings.step_seconds
                     load = await run_step(
@@ -411,10 +450,11 @@ async def _drive(
                     sampler.stop()
                     await sampling
                     after = await _read(apps.metrics[app], app)
-                    # gauges while the load ran; histograms up to the end of the drain,
-                    # like the latencies
+                    machine = meter.stop()
+                    # gauges while the load ran; histograms and counters up to the end
+                    # of the drain, like the latencies
                     in_window = [s for s in sampler.samples if s.taken_at <= window_end]
-                    pools, waits, lag = _windows(
+                    pools, process, waits = _step_windows(
                         apps.services[app],
                         concurrency,
                         before,
@@ -423,15 +463,7 @@ async def _drive(
                         longest=max(load.latencies, default=None),
                     )
                     run.steps.append(
-                        StepResult(
-                            app,
-                            scenario.name,
-                            load,
-                            pools,
-                            lag,
-                            sum(w.wait_seconds for w in pools.values()),
-                            waits,
-                        )
+                        StepResult(app, scenario.name, load, pools, process, waits, machine)
                     )
                     series = run.busy.setdefault(app, [])
                     for sample in sampler.samples:
@@ -449,14 +481,11 @@ async def _drive(
 
 
 def _diagnose(run: DemoRun) -> None:
-    for app, service in run.services.items():
+    for app in run.services:
         steps = [s for s in run.steps if s.app == app]
         run.diagnoses[app] = diagnose(
             (w for s in steps for w in s.pools.values()),
-            (
-                LoopWindow(s.lag_p99, s.load.seconds, load=s.load.concurrency, service=service)
-                for s in steps
-            ),
+            (s.process for s in steps if s.process is not None),
         )
 
 
@@ -530,6 +559,11 @@ def results(run: DemoRun) -> dict[str, Any]:
                 "unfinished": step.load.unfinished,
                 "wait_share": step.wait_share,
                 "loop_lag_p99": step.lag_p99,
+                "app_cpu": step.process.cpu if step.process else None,
+                "loop_utilization": step.process.loop_utilization if step.process else None,
+                "load_generator_cpu": step.machine.load_generator,
+                "machine_cpu": step.machine.machine,
+                "machine_exhausted": step.machine.exhausted,
                 "pools": {
                     name: {
                         "limit": w.limit,
@@ -546,16 +580,8 @@ def results(run: DemoRun) -> dict[str, Any]:
         ],
         "diagnosis": {
             app: {
-                "saturated": [
-                    {
-                        "pool": f.pool,
-                        "limit": f.limit,
-                        "saturated_at": f.saturated_at,
-                        "needed_workers": f.needed_workers,
-                    }
-                    for f in diagnosis.pools
-                ],
-                "event_loop": [loop.describe() for loop in diagnosis.loops],
+                "verdicts": [verdict.to_json() for verdict in diagnosis.verdicts],
+                "healthy_pools": list(diagnosis.healthy),
                 "summary": diagnosis.summary(),
             }
             for app, diagnosis in run.diagnoses.items()

@@ -151,7 +151,9 @@ class ExportHealth:
         return _parts(self.endpoint).netloc or self.endpoint
 
     def done(self, ok: bool, items: int) -> None:
-        if ok:
+        if ok and not self.failing:
+            # retried and got through: what the exporter said on the way is news;
+            # the end of a reported outage says "works again" itself, once
             self.release_held()
         self.held = []
         with self.lock:

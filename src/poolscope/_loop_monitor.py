@@ -1,20 +1,22 @@
-"""Event-loop lag, and which line blocked the loop.
+"""Event-loop lag, utilization, and the callbacks that blocked the loop.
 
-A blocked event loop is the other silent killer: no queue anywhere, every
-request slow, and the fix (move the blocking call off the loop) differs from
-the fix for a starved pool. Two parts:
+A blocked or saturated event loop is the other silent killer: no queue
+anywhere, every request slow, and the fix (move the blocking call off the
+loop, or add processes) differs from the fix for a starved pool. Three parts:
 
 * a heartbeat on the loop: a timer every ``loop_interval`` that records how
   late it ran (``asyncio.eventloop.lag``). One timer callback per interval is
   all it costs the loop.
+* a clock of the loop's time in ``select`` (:mod:`._loop_clock`): its
+  utilization (``asyncio.eventloop.time``) and its thread's CPU
+  (``asyncio.eventloop.cpu.time``).
 * a watchdog thread that looks at the loop thread's Python stack every
-  20 ms (one ``sys._current_frames()`` call, tens of µs). It notes when the
-  loop was last idle (waiting in its selector) and, once the loop has been
-  busy longer than ``loop_block_threshold``, keeps
-  the stack it sees: that is the code blocking the loop. When the heartbeat
-  comes back, the watchdog emits an ``asyncio.eventloop.blocked`` span over
-  the block, with that stack, as a child of the blocked task's span where it
-  can find it (the stock asyncio loop), else as a root span.
+  20 ms (one ``sys._current_frames()`` call, tens of µs), tells its callbacks
+  apart (:mod:`._loop_blocks`), and for every single callback that held the
+  loop for at least ``loop_block_threshold`` emits an
+  ``asyncio.eventloop.blocked`` span over it, with that callback's stack, as
+  a child of that callback's own request span where it can read it, and
+  records it in ``asyncio.eventloop.block.duration`` by the blocking line.
 
 Everything here runs in the background; a failure is logged once and the
 monitor stops, the application carries on.
@@ -23,65 +25,40 @@ monitor stops, the application carries on.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import selectors
 import sys
 import threading
 import time
-import traceback
 import weakref
 from types import CodeType, FrameType
-from typing import Any, Final
+from typing import Final
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import semconv
+from . import _loop_clock, semconv
+from ._cpu import gc_pauses
+from ._loop_blocks import Callback, Evidence, SiteNames, context_of, describe_stack, identify
+from ._loop_clock import SampledClock, SelectorClock
 from ._recorder import record
 from ._safety import report_internal_error
 from ._telemetry import Telemetry
 
 __all__ = ["monitor_loop", "stop_all"]
 
-_SAMPLE_INTERVAL_S: Final = 0.02
-_MAX_STACK_FRAMES: Final = 32
+SAMPLE_INTERVAL_S: Final = 0.02
+_SAMPLE_INTERVAL_NS: Final = int(SAMPLE_INTERVAL_S * 1e9)
 _HANDLE_RUN_CODE: Final = asyncio.events.Handle._run.__code__
 _SELECTOR_CODES: Final = frozenset(
     cls.select.__code__
     for cls in vars(selectors).values()
     if isinstance(cls, type) and issubclass(cls, selectors.BaseSelector) and "select" in vars(cls)
 )
-
-
-class _Block:
-    """A block in progress: when it began, what the loop thread was running, whose request."""
-
-    __slots__ = ("attributes", "parent", "started_ns")
-
-    def __init__(
-        self, started_ns: int, frame: FrameType, parent: otel_context.Context | None
-    ) -> None:
-        self.started_ns = started_ns
-        self.parent = parent
-        # Read the stack now: by the time the loop is free the frames have moved on.
-        walked = list(itertools.islice(traceback.walk_stack(frame), _MAX_STACK_FRAMES))
-        summary = traceback.StackSummary.extract(reversed(walked), lookup_lines=True)
-        innermost, line = walked[0]
-        code = innermost.f_code
-        module = innermost.f_globals.get("__name__", "")
-        self.attributes: dict[str, Any] = {
-            semconv.ATTR_CODE_STACKTRACE: "".join(summary.format()),
-            semconv.ATTR_CODE_FUNCTION_NAME: f"{module}.{code.co_qualname}"
-            if module
-            else code.co_qualname,
-            semconv.ATTR_CODE_FILE_PATH: code.co_filename,
-            semconv.ATTR_CODE_LINE_NUMBER: line,
-        }
+_sites = SiteNames()
 
 
 class LoopMonitor:
-    """Heartbeat and watchdog state of one event loop."""
+    """Heartbeat, clock and watchdog state of one event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, telemetry: Telemetry) -> None:
         settings = telemetry.settings
@@ -92,11 +69,14 @@ class LoopMonitor:
         self.threshold_ns = int(settings.loop_block_threshold * 1e9)
         self.thread_id = threading.get_ident()
         self.idle_codes: frozenset[CodeType] = frozenset()
+        self.base_codes: frozenset[CodeType] = frozenset()
         now = time.monotonic_ns()
+        self.ticks = 0
         self.last_tick_ns = now
-        self.last_idle_ns = now
         self.expected_ns = now
-        self.block: _Block | None = None
+        self.previous_ns = now
+        self.clock = _loop_clock.clock_for(loop)
+        self.running: Callback | None = None
         self.stopped = False
         self._handle: asyncio.TimerHandle | None = None
 
@@ -109,9 +89,10 @@ class LoopMonitor:
     def _tick(self) -> None:
         now = time.monotonic_ns()
         if not self.idle_codes:
-            self.idle_codes = _idle_codes(sys._getframe(1))
+            self.idle_codes, self.base_codes = _loop_codes(sys._getframe(1))
         lag_ns = max(now - self.expected_ns, 0)
         self.last_tick_ns = now
+        self.ticks += 1
         if self.stopped:
             return
         record(self.telemetry.lag, lag_ns / 1e9, {}, None)
@@ -134,68 +115,112 @@ class LoopMonitor:
             self.stopped = True
             return
         frame = frames.get(self.thread_id)
-        if frame is None or not loop.is_running():
-            self.block = None  # the thread is not running this loop now
+        if frame is None or not loop.is_running() or not self.idle_codes:
+            self.running = None  # the thread is not running this loop now
+            self.previous_ns = now
             return
-        if frame.f_code in self.idle_codes:
-            self.last_idle_ns = now
-        block = self.block
-        if block is not None:
-            if self.last_tick_ns > block.started_ns:
-                self.block = None
-                self._emit(block, self.last_tick_ns)
-            return
-        busy_since = max(self.last_tick_ns, self.last_idle_ns)
-        if now - busy_since >= self.threshold_ns and self.idle_codes:
-            self.block = _Block(busy_since, frame, _task_context(frame))
+        clock = self.clock
+        waiting = clock.waiting() if clock.exact else frame.f_code in self.idle_codes
+        if isinstance(clock, SampledClock):
+            clock.sample(waiting, now)
+        seen = None
+        if not waiting:
+            seen = identify(
+                frame,
+                base_codes=self.base_codes,
+                loop=loop,
+                ticks=self.ticks,
+                lower_ns=self._began_after(),
+                now=now,
+            )
+        running = self.running
+        if running is not None and seen is not None and running.is_(seen):
+            running.last_ns = now
+            self._progress(running, frame, now)
+        else:
+            self._end(now)
+            self.running = seen
+            if seen is not None and now - self.previous_ns >= self.threshold_ns:
+                # The watchdog itself was held up (a long collection, no CPU): this
+                # callback may not be seen twice, so read its stack while it is here.
+                self._progress(seen, frame, now, capture=True)
+        self.previous_ns = now
 
-    def _emit(self, block: _Block, ended_ns: int) -> None:
+    def _began_after(self) -> int:
+        """The latest moment a callback seen now cannot have begun before."""
+        lower = self.previous_ns
+        if isinstance(self.clock, SelectorClock):
+            lower = max(lower, self.clock.last_change_ns())  # it left select after this
+        return max(lower, self.last_tick_ns)  # the heartbeat ran before it
+
+    def _progress(
+        self, running: Callback, frame: FrameType, now: int, *, capture: bool = False
+    ) -> None:
+        if running.evidence is None:
+            running.evidence = Evidence(self.clock.thread, self.thread_id, now, _SAMPLE_INTERVAL_NS)
+        else:
+            running.evidence.observe()
+        if running.report is None and (
+            capture or now - running.start_estimate() >= self.threshold_ns
+        ):
+            # Read the stack now: by the time the loop is free the frames have moved on.
+            running.report = describe_stack(frame)
+            running.parent = context_of(running)
+
+    def _end(self, now: int) -> None:
+        """The callback seen before is over: a block if it lasted the threshold."""
+        running, self.running = self.running, None
+        if running is None or running.report is None:
+            return
+        upper = now
+        if isinstance(self.clock, SelectorClock):
+            changed = self.clock.last_change_ns()
+            if running.last_ns < changed < upper:
+                upper = changed  # the loop was back in select, or through it, by then
+        if running.last_ns < self.last_tick_ns < upper:
+            upper = self.last_tick_ns
+        start, end = running.start_estimate(), (running.last_ns + upper) // 2
+        if end - start >= self.threshold_ns:
+            self._emit(running, start, end, now)
+
+    def _emit(self, running: Callback, start_ns: int, end_ns: int, now: int) -> None:
+        report = running.report
+        assert report is not None
+        attributes = dict(report)
+        if running.evidence is not None:
+            attributes.update(running.evidence.attributes(start_ns, end_ns, now))
         offset = time.time_ns() - time.monotonic_ns()
         span = self.telemetry.tracer.start_span(
             semconv.SPAN_EVENTLOOP_BLOCKED,
-            context=block.parent,
-            start_time=block.started_ns + offset,
-            attributes=block.attributes,
+            context=running.parent,
+            start_time=start_ns + offset,
+            attributes=attributes,
         )
-        span.end(end_time=ended_ns + offset)
+        span.end(end_time=end_ns + offset)
+        exemplar = trace.set_span_in_context(span) if span.is_recording() else None
+        record(
+            self.telemetry.block, (end_ns - start_ns) / 1e9, _sites.attributes(attributes), exemplar
+        )
+
+    def close(self) -> None:
+        """No longer watched: the clock stops, its figures stay counted."""
+        _loop_clock.retire(self.clock)
 
 
-def _idle_codes(tick_caller: FrameType | None) -> frozenset[CodeType]:
-    """Code objects the loop thread is in when the loop waits for events.
+def _loop_codes(tick_caller: FrameType | None) -> tuple[frozenset[CodeType], frozenset[CodeType]]:
+    """(idle, base): code objects the loop thread is in when the loop waits for events,
+    and the frame below every callback.
 
-    On the stock loop our timer is called from ``Handle._run`` and the loop
-    waits in a selector's ``select``; on uvloop the timer is called straight
-    from C, and the loop waits in C below the frame that started it.
+    On the stock loop our timer is called from ``Handle._run``, the loop waits
+    in a selector's ``select`` and runs callbacks from ``_run_once``; on
+    uvloop the timer is called straight from C, and the loop waits, and runs
+    callbacks, in C below the frame that started it.
     """
-    if tick_caller is None:
-        return _SELECTOR_CODES
-    if tick_caller.f_code is _HANDLE_RUN_CODE:
-        return _SELECTOR_CODES
-    return _SELECTOR_CODES | {tick_caller.f_code}
-
-
-def _task_context(frame: FrameType) -> otel_context.Context | None:
-    """The OpenTelemetry context of the callback that blocks the loop, if reachable.
-
-    The stock loop runs each callback from ``Handle._run``, whose handle holds
-    the callback's context; a ``contextvars.Context`` can be read (not entered)
-    from another thread.
-    """
-    current: FrameType | None = frame
-    while current is not None:
-        if current.f_code is _HANDLE_RUN_CODE:
-            handle = current.f_locals.get("self")
-            runtime_context = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-            variable = getattr(runtime_context, "_current_context", None)
-            ctx = getattr(handle, "_context", None)
-            if variable is None or ctx is None:
-                return None
-            found = ctx.get(variable)
-            if found is not None and trace.get_current_span(found).is_recording():
-                return found  # type: ignore[no-any-return]
-            return None
-        current = current.f_back
-    return None
+    if tick_caller is None or tick_caller.f_code is _HANDLE_RUN_CODE:
+        run_once = tick_caller.f_back if tick_caller is not None else None
+        base = frozenset({run_once.f_code}) if run_once is not None else frozenset()
+        return _SELECTOR_CODES, base
+    return _SELECTOR_CODES | {tick_caller.f_code}, frozenset({tick_caller.f_code})
 
 
 class _Watchdog:
@@ -211,19 +236,28 @@ class _Watchdog:
     def add(self, loop: asyncio.AbstractEventLoop, monitor: LoopMonitor) -> None:
         with self.lock:
             self.monitors[loop] = monitor
+            gc_pauses.acquire()
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(
                     target=self._run, name="poolscope-loop-watchdog", daemon=True
                 )
                 self.thread.start()
 
+    def remove(self, loop: asyncio.AbstractEventLoop) -> LoopMonitor | None:
+        """Forget ``loop``'s monitor (call with ``lock`` held)."""
+        monitor = self.monitors.pop(loop, None)
+        if monitor is not None:
+            monitor.close()
+            gc_pauses.release()
+        return monitor
+
     def _run(self) -> None:
         while True:
-            time.sleep(_SAMPLE_INTERVAL_S)
+            time.sleep(SAMPLE_INTERVAL_S)
             with self.lock:
                 for loop, monitor in list(self.monitors.items()):
                     if monitor.stopped:
-                        del self.monitors[loop]
+                        self.remove(loop)
                 monitors = list(self.monitors.values())
                 if not monitors:  # nothing to watch: end; add() starts a new thread
                     self.thread = None
@@ -253,10 +287,10 @@ def monitor_loop(telemetry: Telemetry) -> None:
 
 def stop_all() -> None:
     with _watchdog.lock:
-        monitors = list(_watchdog.monitors.values())
-        _watchdog.monitors.clear()
+        monitors = [_watchdog.remove(loop) for loop in list(_watchdog.monitors)]
     for monitor in monitors:
-        monitor.stop()
+        if monitor is not None:
+            monitor.stop()
 
 
 def _reset_after_fork() -> None:

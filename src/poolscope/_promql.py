@@ -1,4 +1,4 @@
-"""poolscope's metrics as Prometheus sees them, and the queries built on them.
+"""poolscope's metrics as Prometheus sees them: series and label names.
 
 The collector's Prometheus exporter (and the SDK's) turn an OpenTelemetry
 metric into Prometheus series by rule: dots become underscores, the unit
@@ -6,8 +6,8 @@ metric into Prometheus series by rule: dots become underscores, the unit
 are dropped, monotonic counters get ``_total``, and the resource's
 ``service.name`` / ``service.instance.id`` become ``job`` / ``instance``.
 The names are derived here from :mod:`poolscope.semconv`, once; the
-dashboards, the alert rules and ``poolscope top`` query through this module
-and nothing else spells a series name.
+queries (:mod:`._queries`), the readers of an app's endpoint and nothing
+else spell a series name.
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ WORKERS: Final = metric_name(semconv.METRIC_WORKER_COUNT, semconv.UNIT_WORKER)
 LIMIT: Final = metric_name(semconv.METRIC_WORKER_LIMIT, semconv.UNIT_WORKER)
 PENDING: Final = metric_name(semconv.METRIC_TASK_PENDING, semconv.UNIT_TASK)
 LAG: Final = metric_name(semconv.METRIC_EVENTLOOP_LAG, semconv.UNIT_SECONDS)
+BLOCK: Final = metric_name(semconv.METRIC_EVENTLOOP_BLOCK_DURATION, semconv.UNIT_SECONDS)
+LOOP_TIME: Final = metric_name(semconv.METRIC_EVENTLOOP_TIME, semconv.UNIT_SECONDS, counter=True)
+LOOP_CPU: Final = metric_name(semconv.METRIC_EVENTLOOP_CPU_TIME, semconv.UNIT_SECONDS, counter=True)
+PROCESS_CPU: Final = metric_name(
+    semconv.METRIC_PROCESS_CPU_TIME, semconv.UNIT_SECONDS, counter=True
+)
 LLM_DURATION: Final = metric_name(semconv.METRIC_GEN_AI_OPERATION_DURATION, semconv.UNIT_SECONDS)
 LLM_FIRST_CHUNK: Final = metric_name(
     semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK, semconv.UNIT_SECONDS
@@ -50,7 +56,9 @@ LLM_FIRST_CHUNK: Final = metric_name(
 LLM_TOKENS: Final = metric_name(semconv.METRIC_GEN_AI_TOKEN_USAGE, semconv.UNIT_TOKEN)
 
 # The HTTP server metrics of OpenTelemetry's ASGI middleware (stable HTTP conventions).
-HTTP_DURATION: Final = metric_name("http.server.request.duration", semconv.UNIT_SECONDS)
+HTTP_DURATION: Final = metric_name(
+    semconv.METRIC_HTTP_SERVER_REQUEST_DURATION, semconv.UNIT_SECONDS
+)
 HTTP_ACTIVE: Final = metric_name("http.server.active_requests", "{request}")
 
 SPAN_METRICS_NAMESPACE: Final = "traces.span.metrics"
@@ -75,12 +83,20 @@ WORKER_LIMIT: Final = label(semconv.ATTR_EXECUTOR_WORKER_LIMIT)
 TOKEN_TYPE: Final = label(semconv.ATTR_GEN_AI_TOKEN_TYPE)
 MODEL: Final = label(semconv.ATTR_GEN_AI_REQUEST_MODEL)
 ROUTE: Final = label(semconv.ATTR_HTTP_ROUTE)
+LOOP_STATE: Final = label(semconv.ATTR_EVENTLOOP_STATE)
+CPU_MODE: Final = label(semconv.ATTR_CPU_MODE)
+CODE_FUNCTION: Final = label(semconv.ATTR_CODE_FUNCTION_NAME)
+CODE_FILE: Final = label(semconv.ATTR_CODE_FILE_PATH)
+CODE_LINE: Final = label(semconv.ATTR_CODE_LINE_NUMBER)
+BLOCK_CAUSE: Final = label(semconv.ATTR_EVENTLOOP_BLOCKED_CAUSE)
 SPAN_NAME: Final = "span_name"
 
 POOL_KEY: Final = (SERVICE, INSTANCE, POOL, POOL_TYPE)
 """What identifies one pool: its name, in one process of one service."""
 LOOP_KEY: Final = (SERVICE, INSTANCE)
 """What identifies one event loop's process."""
+SITE_KEY: Final = (CODE_FUNCTION, CODE_FILE, CODE_LINE, BLOCK_CAUSE)
+"""What identifies a line that blocked the event loop, and what held it there."""
 
 
 def by(*labels: str) -> str:

@@ -1,10 +1,17 @@
-"""Reading poolscope's metrics back: from an app's Prometheus endpoint or a Prometheus server.
+"""Reading poolscope's metrics back, as the windows :func:`poolscope.diagnose` judges.
 
-``poolscope top`` and ``poolscope demo`` read pools this way: one
-:class:`Snapshot` per read, with each pool's gauges and cumulative
-histograms, keyed by (instance, pool). Two snapshots give what happened in
-between (:meth:`Histogram.since`): rates and percentiles, the way PromQL's
-``rate`` and ``histogram_quantile`` compute them.
+Two sources:
+
+* an app's own Prometheus endpoint (``configure(prometheus_port=...)``):
+  :func:`read` gives a :class:`Snapshot` of its cumulative figures, and
+  :func:`windows` turns two snapshots (and the samples taken between them)
+  into pool and process windows, computing rates and percentiles the way
+  PromQL's ``rate`` and ``histogram_quantile`` do;
+* a Prometheus server holding many apps and instances:
+  :func:`windows_from_prometheus` asks it for the same windows over a range,
+  with the very queries the alerts and dashboards use (:mod:`._queries`).
+
+``poolscope demo``, ``poolscope top`` and ``poolscope diagnose`` read this way.
 """
 
 from __future__ import annotations
@@ -12,24 +19,30 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from . import _promql as p
+from . import _queries as q
 from . import semconv
-from ._diagnose import PoolWindow
+from ._diagnose import LAG_THRESHOLD_S, BlockSite, PoolWindow, ProcessWindow
 
 __all__ = [
     "Histogram",
     "PoolReading",
+    "ProcessReading",
     "Snapshot",
     "SourceError",
+    "Windows",
+    "is_prometheus_server",
     "read",
+    "windows",
     "windows_from_prometheus",
 ]
 
@@ -84,6 +97,21 @@ class Histogram:
             lower, below = le, cumulative
         return lower
 
+    def at(self, bounds: Sequence[float]) -> Histogram:
+        """The same counts on fewer buckets: ``bounds``, each one of this histogram's bounds."""
+        cumulative = dict(self.buckets)
+        kept = [(b, cumulative[b]) for b in bounds if b in cumulative]
+        if self.buckets and math.isinf(self.buckets[-1][0]):
+            kept.append(self.buckets[-1])
+        return Histogram(tuple(kept), self.count, self.sum)
+
+    def share_above(self, bound: float) -> float | None:
+        """The share of the values above ``bound``, which must be a bucket bound."""
+        if not self.count:
+            return None
+        at = dict(self.buckets).get(bound)
+        return None if at is None else max(self.count - at, 0.0) / self.count
+
     def bars(self) -> list[tuple[float, float]]:
         """Per-bucket (not cumulative) counts by upper bound."""
         result, below = [], 0.0
@@ -106,41 +134,63 @@ class PoolReading:
     pending: float = 0.0
     wait: Histogram = field(default_factory=Histogram)
     run: Histogram = field(default_factory=Histogram)
+    llm_seconds: float = 0.0
+    """Seconds of LLM calls made on this pool's workers, so far."""
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.service, self.instance, self.pool)
 
 
+Site = tuple[str, str, int, str]
+"""A blocking line and what held the loop there: (function, file, line, cause)."""
+
+
+@dataclass(frozen=True)
+class ProcessReading:
+    """One process (its CPU, its event loop) at one moment: cumulative figures."""
+
+    service: str
+    instance: str
+    cpu: float | None = None
+    """CPU seconds, every mode."""
+    loop_active: float | None = None
+    loop_idle: float | None = None
+    loop_cpu: float | None = None
+    lag: Histogram = field(default_factory=Histogram)
+    blocks: Mapping[Site, Histogram] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """Every pool and event loop a source reported at ``taken_at`` (monotonic seconds)."""
+    """Every pool and process a source reported at ``taken_at`` (monotonic seconds)."""
 
     taken_at: float
     pools: Mapping[tuple[str, str, str], PoolReading]
-    lag: Mapping[tuple[str, str], Histogram]
-    """Event-loop lag by (service, instance)."""
+    processes: Mapping[tuple[str, str], ProcessReading]
 
 
-# --- Building snapshots -------------------------------------------------------------
+class Windows(NamedTuple):
+    """What :func:`poolscope.diagnose` takes: ``diagnose(*windows)``."""
+
+    pools: list[PoolWindow]
+    processes: list[ProcessWindow]
 
 
-class _Builder:
-    """Collects gauge values and histogram samples by (service, instance, pool)."""
+# --- An app's own endpoint (Prometheus text exposition) ----------------------------
+
+_GAUGES: Final = {p.LIMIT: "limit", p.PENDING: "pending"}
+_POOL_HISTOGRAMS: Final = {p.WAIT: "wait", p.RUN: "run"}
+
+
+class _Histograms:
+    """Histogram samples (``_bucket``, ``_count``, ``_sum``) collected by key."""
 
     def __init__(self) -> None:
-        self.gauges: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.histograms: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+        self.values: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-    def gauge(self, key: tuple[str, str, str], pool_type: str, name: str, value: float) -> None:
-        entry = self.gauges.setdefault(key, {})
-        entry["type"] = pool_type
-        entry[name] = value
-
-    def histogram_sample(
-        self, kind: str, key: tuple[str, ...], suffix: str, le: str | None, value: float
-    ) -> None:
-        target = self.histograms.setdefault((kind, key), {"buckets": {}, "count": 0.0, "sum": 0.0})
+    def add(self, key: tuple[Any, ...], suffix: str, le: str | None, value: float) -> None:
+        target = self.values.setdefault(key, {"buckets": {}, "count": 0.0, "sum": 0.0})
         if suffix == "_bucket" and le is not None:
             bound = float(le)
             target["buckets"][bound] = target["buckets"].get(bound, 0.0) + value
@@ -149,17 +199,72 @@ class _Builder:
         elif suffix == "_sum":
             target["sum"] += value
 
-    def _histogram(self, kind: str, key: tuple[str, ...]) -> Histogram:
-        values = self.histograms.get((kind, key))
-        if values is None:
+    def get(self, key: tuple[Any, ...]) -> Histogram:
+        found = self.values.get(key)
+        if found is None:
             return Histogram()
-        return Histogram(tuple(sorted(values["buckets"].items())), values["count"], values["sum"])
+        return Histogram(tuple(sorted(found["buckets"].items())), found["count"], found["sum"])
 
-    def snapshot(self) -> Snapshot:
-        readings = {}
-        for (service, instance, pool), entry in self.gauges.items():
-            key = (service, instance, pool)
-            readings[key] = PoolReading(
+
+def _histogram_part(name: str, base: str) -> str | None:
+    """``_bucket``, ``_count`` or ``_sum`` when ``name`` is a sample of histogram ``base``."""
+    suffix = name.removeprefix(base)
+    return suffix if suffix != name and suffix in ("_bucket", "_count", "_sum") else None
+
+
+class _Exposition:
+    """The samples of one endpoint, sorted into what a snapshot holds."""
+
+    def __init__(self) -> None:
+        self.gauges: dict[str, dict[str, Any]] = {}
+        self.counters: dict[str, float] = {}
+        self.llm: dict[str, float] = {}
+        self.histograms = _Histograms()
+
+    def add(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        pool = labels.get(p.POOL, "")
+        if pool and (name in _GAUGES or name == p.WORKERS):
+            entry = self.gauges.setdefault(pool, {})
+            entry["type"] = labels.get(p.POOL_TYPE, "")
+            if name in _GAUGES:
+                entry[_GAUGES[name]] = value
+            elif labels.get(p.WORKER_STATE) == semconv.WORKER_STATE_BUSY:
+                entry["busy"] = value
+            return
+        counter = _COUNTERS.get(name)
+        if counter is not None:
+            key = labels.get(counter, "") if counter else name
+            if counter != p.CPU_MODE or key:  # process.cpu.time by cpu.mode only
+                self.counters[key or name] = self.counters.get(key or name, 0.0) + value
+            return
+        if pool and _histogram_part(name, p.LLM_DURATION) == "_sum":
+            self.llm[pool] = self.llm.get(pool, 0.0) + value
+            return
+        self._histogram(name, labels, pool, value)
+
+    def _histogram(self, name: str, labels: Mapping[str, str], pool: str, value: float) -> None:
+        le = labels.get("le")
+        for base, kind in _POOL_HISTOGRAMS.items():
+            part = _histogram_part(name, base)
+            if part and pool:
+                self.histograms.add((kind, pool), part, le, value)
+        part = _histogram_part(name, p.LAG)
+        if part:
+            self.histograms.add(("lag",), part, le, value)
+        part = _histogram_part(name, p.BLOCK)
+        if part:
+            site = (
+                labels.get(p.CODE_FUNCTION, ""),
+                labels.get(p.CODE_FILE, ""),
+                int(labels.get(p.CODE_LINE) or 0),
+                labels.get(p.BLOCK_CAUSE, semconv.BLOCK_CAUSE_CALL),
+            )
+            self.histograms.add(("block", site), part, le, value)
+
+    def snapshot(self, service: str, instance: str) -> Snapshot:
+        histograms, counters = self.histograms, self.counters
+        pools = {
+            (service, instance, pool): PoolReading(
                 service,
                 instance,
                 pool,
@@ -167,22 +272,29 @@ class _Builder:
                 limit=entry.get("limit", 0.0),
                 busy=entry.get("busy", 0.0),
                 pending=entry.get("pending", 0.0),
-                wait=self._histogram("wait", key),
-                run=self._histogram("run", key),
+                wait=histograms.get(("wait", pool)),
+                run=histograms.get(("run", pool)),
+                llm_seconds=self.llm.get(pool, 0.0),
             )
-        lag = {
-            (key[0], key[1]): self._histogram("lag", key)
-            for kind, key in self.histograms
-            if kind == "lag"
+            for pool, entry in self.gauges.items()
         }
-        return Snapshot(time.monotonic(), readings, lag)
+        cpu = [value for mode, value in counters.items() if mode in _CPU_MODES]
+        process = ProcessReading(
+            service,
+            instance,
+            cpu=sum(cpu) if cpu else None,
+            loop_active=counters.get(semconv.EVENTLOOP_STATE_ACTIVE),
+            loop_idle=counters.get(semconv.EVENTLOOP_STATE_IDLE),
+            loop_cpu=counters.get(p.LOOP_CPU),
+            lag=histograms.get(("lag",)),
+            blocks={k[1]: histograms.get(k) for k in histograms.values if k[0] == "block"},
+        )
+        return Snapshot(time.monotonic(), pools, {(service, instance): process})
 
 
-_HISTOGRAMS: Final = ((p.WAIT, "wait"), (p.RUN, "run"), (p.LAG, "lag"))
-_GAUGES: Final = {p.LIMIT: "limit", p.PENDING: "pending"}
-
-
-# --- Prometheus text exposition (an app's own endpoint) -----------------------------
+_COUNTERS: Final = {p.PROCESS_CPU: p.CPU_MODE, p.LOOP_TIME: p.LOOP_STATE, p.LOOP_CPU: ""}
+"""Counters read, and the label that splits each ("" for none)."""
+_CPU_MODES: Final = frozenset({semconv.CPU_MODE_USER, semconv.CPU_MODE_SYSTEM})
 
 
 def _parse_exposition(text: str, *, instance: str) -> Snapshot:
@@ -198,29 +310,150 @@ def _parse_exposition(text: str, *, instance: str) -> Snapshot:
     except ValueError as error:
         raise SourceError(f"not a Prometheus text exposition: {error}") from None
     service = ""
+    found = _Exposition()
     for sample in samples:
         if sample.name == p.TARGET_INFO:  # the resource: who this process is
             service = sample.labels.get(p.SERVICE_NAME, "")
             instance = sample.labels.get(p.SERVICE_INSTANCE_ID, instance)
-    builder = _Builder()
-    for sample in samples:
-        labels = sample.labels
-        pool = labels.get(p.POOL, "")
-        key = (service, instance, pool)
-        if sample.name in _GAUGES and pool:
-            builder.gauge(key, labels.get(p.POOL_TYPE, ""), _GAUGES[sample.name], sample.value)
-        elif sample.name == p.WORKERS and pool:
-            if labels.get(p.WORKER_STATE) == semconv.WORKER_STATE_BUSY:
-                builder.gauge(key, labels.get(p.POOL_TYPE, ""), "busy", sample.value)
         else:
-            for base, kind in _HISTOGRAMS:
-                if sample.name.startswith(base + "_") and (pool or kind == "lag"):
-                    suffix = sample.name.removeprefix(base)
-                    histogram_key = (service, instance) if kind == "lag" else key
-                    builder.histogram_sample(
-                        kind, histogram_key, suffix, labels.get("le"), sample.value
-                    )
-    return builder.snapshot()
+            found.add(sample.name, sample.labels, sample.value)
+    return found.snapshot(service, instance)
+
+
+def _get(url: str, timeout: float) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            body: bytes = response.read()
+            return body.decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as error:
+        raise SourceError(f"{url} answered HTTP {error.code}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise SourceError(f"cannot reach {url}: {reason}") from None
+
+
+def _check_url(url: str) -> urllib.parse.SplitResult:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SourceError(f"expected an http:// URL, got {url!r}")
+    return parts
+
+
+def is_prometheus_server(url: str) -> bool:
+    """A URL of a Prometheus server (its API), rather than an app's /metrics."""
+    path = urllib.parse.urlsplit(url).path.rstrip("/")
+    return not path.endswith("/metrics")
+
+
+def read(url: str, *, timeout: float = 5.0) -> Snapshot:
+    """Read every pool and process from an app's Prometheus endpoint (a URL ending in /metrics)."""
+    parts = _check_url(url)
+    if is_prometheus_server(url):
+        raise SourceError(f"{url} is not an app's /metrics endpoint")
+    return _parse_exposition(_get(url, timeout), instance=parts.netloc)
+
+
+def _rate(later: float | None, earlier: float | None, seconds: float) -> float | None:
+    if later is None or earlier is None or seconds <= 0:
+        return None
+    return max(later - earlier, 0.0) / seconds  # a restarted process counts from zero
+
+
+def windows(
+    before: Snapshot,
+    after: Snapshot,
+    samples: Sequence[Snapshot] = (),
+    *,
+    load: float | None = None,
+    service: str = "",
+) -> Windows:
+    """What happened between two snapshots of one endpoint.
+
+    Gauges (busy, pending) come from ``samples`` taken in between (medians
+    and peaks), or from ``after`` alone; histograms and counters are the
+    difference between ``after`` and ``before``. ``service`` names an app
+    whose metrics carry no ``service.name``.
+    """
+    duration = after.taken_at - before.taken_at
+    seen = [*samples] or [after]
+    pools = []
+    for key, reading in after.pools.items():
+        previous = before.pools.get(key)
+        wait = reading.wait.since(previous.wait if previous else None)
+        run = reading.run.since(previous.run if previous else None)
+        found = [s.pools[key] for s in seen if key in s.pools] or [reading]
+        pools.append(
+            PoolWindow(
+                pool=reading.pool,
+                limit=reading.limit,
+                busy_peak=max(r.busy for r in found),
+                busy_typical=statistics.median(r.busy for r in found),
+                demand_typical=statistics.median(r.busy + r.pending for r in found),
+                pending_peak=max(r.pending for r in found),
+                tasks=wait.count,
+                wait_seconds=wait.sum,
+                run_seconds=run.sum,
+                duration=duration,
+                wait_p95=wait.quantile(0.95),
+                run_p95=run.quantile(0.95),
+                llm_seconds=max(reading.llm_seconds - (previous.llm_seconds if previous else 0), 0),
+                load=load,
+                start=before.taken_at,
+                service=reading.service or service,
+                instance=reading.instance,
+                type=reading.type,
+            )
+        )
+    processes = [
+        _process_window(
+            process,
+            before.processes.get(key),
+            before=before,
+            after=after,
+            load=load,
+            service=service,
+        )
+        for key, process in after.processes.items()
+    ]
+    return Windows(pools, processes)
+
+
+def _process_window(
+    reading: ProcessReading,
+    earlier: ProcessReading | None,
+    *,
+    before: Snapshot,
+    after: Snapshot,
+    load: float | None,
+    service: str,
+) -> ProcessWindow:
+    duration = after.taken_at - before.taken_at
+
+    def rate(name: str) -> float | None:
+        return _rate(getattr(reading, name), getattr(earlier, name, None), duration)
+
+    active, idle = rate("loop_active"), rate("loop_idle")
+    looped = (active or 0.0) + (idle or 0.0)
+    utilization = (active or 0.0) / looped if looped > 0 else None
+    lag = reading.lag.since(earlier.lag if earlier else None)
+    blocks = []
+    for site, histogram in reading.blocks.items():
+        done = histogram.since(earlier.blocks.get(site) if earlier else None)
+        if done.count:
+            blocks.append(BlockSite(*site[:3], done.count, done.sum, cause=site[3]))
+    return ProcessWindow(
+        duration=duration,
+        cpu=rate("cpu"),
+        loop_utilization=utilization,
+        loop_cpu=rate("loop_cpu"),
+        lag_p99=lag.quantile(0.99),
+        late_share=lag.share_above(LAG_THRESHOLD_S),
+        blocks=tuple(blocks),
+        load=load,
+        start=before.taken_at,
+        service=reading.service or service,
+        instance=reading.instance,
+    )
 
 
 # --- A Prometheus server (many services and instances) -------------------------------
@@ -251,100 +484,55 @@ def _query(base: str, expr: str, timeout: float) -> list[dict[str, Any]]:
     return checked
 
 
-def _parse_server(base: str, timeout: float) -> Snapshot:
-    builder = _Builder()
-    busy = p.selector(p.WORKERS, **{p.WORKER_STATE: semconv.WORKER_STATE_BUSY})
-    for name, expr in (("limit", p.LIMIT), ("pending", p.PENDING), ("busy", busy)):
-        for series in _query(base, f"max {p.by(*p.POOL_KEY)} ({expr})", timeout):
-            labels = series["metric"]
-            pool_key = (
-                labels.get(p.SERVICE, ""),
-                labels.get(p.INSTANCE, ""),
-                labels.get(p.POOL, ""),
-            )
-            builder.gauge(pool_key, labels.get(p.POOL_TYPE, ""), name, float(series["value"][1]))
-    for base_name, kind in _HISTOGRAMS:
-        keys = p.LOOP_KEY if kind == "lag" else p.POOL_KEY
-        for suffix in ("_bucket", "_count", "_sum"):
-            grouping = (*keys, "le") if suffix == "_bucket" else keys
-            expr = f"sum {p.by(*grouping)} ({base_name}{suffix})"
-            for series in _query(base, expr, timeout):
-                labels = series["metric"]
-                key = tuple(labels.get(label, "") for label in keys[:3])
-                builder.histogram_sample(
-                    kind, key, suffix, labels.get("le"), float(series["value"][1])
-                )
-    return builder.snapshot()
-
-
-# --- Either ------------------------------------------------------------------------------
-
-
-def _get(url: str, timeout: float) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
-            body: bytes = response.read()
-            return body.decode("utf-8", errors="replace")
-    except urllib.error.HTTPError as error:
-        raise SourceError(f"{url} answered HTTP {error.code}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise SourceError(f"cannot reach {url}: {reason}") from None
-
-
-def is_prometheus_server(url: str) -> bool:
-    """A URL of a Prometheus server (its API), rather than an app's /metrics."""
-    path = urllib.parse.urlsplit(url).path.rstrip("/")
-    return not path.endswith("/metrics")
-
-
-def read(url: str, *, timeout: float = 5.0) -> Snapshot:
-    """Read every pool from ``url``: an app's ``/metrics`` or a Prometheus server's base URL."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SourceError(f"expected an http:// URL, got {url!r}")
-    if is_prometheus_server(url):
-        return _parse_server(url.rstrip("/"), timeout)
-    return _parse_exposition(_get(url, timeout), instance=parts.netloc)
-
-
-def windows_from_prometheus(
-    url: str, window: str = "5m", *, timeout: float = 10.0
-) -> list[PoolWindow]:
-    """What every pool of every process did over the last ``window``, from a Prometheus server.
-
-    The input :func:`poolscope.diagnose` takes, one ``PoolWindow`` per
-    (service, instance, pool), computed by Prometheus with the same rule the
-    alert uses (median busy over the window against the pool's own limit).
-    """
-    base = url.rstrip("/")
-    if not re.fullmatch(r"\d+[smh]", window):
-        raise SourceError(f"window must be a Prometheus duration such as 5m, got {window!r}")
-    seconds = int(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
-    by = p.by(*p.POOL_KEY)
-    busy = p.selector(p.WORKERS, **{p.WORKER_STATE: semconv.WORKER_STATE_BUSY})
-    queries = {
-        "limit": f"max {by} ({p.LIMIT})",
-        "busy_peak": f"max {by} (max_over_time({busy}[{window}]))",
-        "busy_typical": f"max {by} (quantile_over_time(0.5, {busy}[{window}]))",
-        "pending_peak": f"max {by} (max_over_time({p.PENDING}[{window}]))",
-        "tasks": f"sum {by} (increase({p.WAIT}_count[{window}]))",
-        "wait_seconds": f"sum {by} (increase({p.WAIT}_sum[{window}]))",
-        "run_seconds": f"sum {by} (increase({p.RUN}_sum[{window}]))",
-        "wait_p95": (
-            f"histogram_quantile(0.95, sum {p.by(*p.POOL_KEY, 'le')} "
-            f"(rate({p.WAIT}_bucket[{window}])))"
-        ),
-    }
-    values: dict[tuple[str, ...], dict[str, Any]] = {}
+def _by_key(
+    base: str, queries: Mapping[str, str], key: Sequence[str], timeout: float
+) -> dict[tuple[str, ...], dict[str, float]]:
+    values: dict[tuple[str, ...], dict[str, float]] = {}
     for name, expr in queries.items():
         for series in _query(base, expr, timeout):
             labels = series["metric"]
-            key = tuple(labels.get(label, "") for label in p.POOL_KEY)
             value = float(series["value"][1])
             if not math.isnan(value):
-                values.setdefault(key, {})[name] = value
-    return [
+                values.setdefault(tuple(labels.get(label, "") for label in key), {})[name] = value
+    return values
+
+
+def _seconds(window: str) -> int:
+    if not re.fullmatch(r"[1-9]\d*[smh]", window):
+        raise SourceError(f"window must be a Prometheus duration such as 5m, got {window!r}")
+    return int(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
+
+
+def windows_from_prometheus(url: str, window: str = "5m", *, timeout: float = 10.0) -> Windows:
+    """What every pool and process did over the last ``window``, from a Prometheus server.
+
+    The input :func:`poolscope.diagnose` takes (``diagnose(*windows)``): one
+    ``PoolWindow`` per (service, instance, pool) and one ``ProcessWindow``
+    per (service, instance), computed by Prometheus with the queries the
+    alerts use (median busy over the window against the pool's own limit).
+    """
+    _check_url(url)
+    base = url.rstrip("/")
+    seconds = _seconds(window)
+    m = q.NO_MATCHERS
+    pool_values = _by_key(
+        base,
+        {
+            "limit": q.limit(m),
+            "busy_peak": q.peak_busy(m, window),
+            "busy_typical": q.typical_busy(m, window),
+            "pending_peak": q.peak_pending(m, window),
+            "tasks": q.tasks(m, window),
+            "wait_seconds": q.wait_seconds(m, window),
+            "run_seconds": q.run_seconds(m, window),
+            "wait_p95": q.wait_quantile(0.95, m, window),
+            "run_p95": q.run_quantile(0.95, m, window),
+        },
+        p.POOL_KEY,
+        timeout,
+    )
+    llm = _by_key(base, {"llm": q.llm_pinned_seconds(m, window)}, p.POOL_KEY[:3], timeout)
+    pools = [
         PoolWindow(
             pool=pool,
             limit=found.get("limit", 0.0),
@@ -356,10 +544,57 @@ def windows_from_prometheus(
             run_seconds=found.get("run_seconds", 0.0),
             duration=float(seconds),
             wait_p95=found.get("wait_p95"),
+            run_p95=found.get("run_p95"),
+            llm_seconds=llm.get((service, instance, pool), {}).get("llm", 0.0),
             service=service,
             instance=instance,
             type=pool_type,
         )
-        for (service, instance, pool, pool_type), found in sorted(values.items())
+        for (service, instance, pool, pool_type), found in sorted(pool_values.items())
         if "limit" in found
     ]
+    process_values = _by_key(
+        base,
+        {
+            "cpu": q.process_cpu_cores(m, window),
+            "loop_utilization": q.loop_utilization(m, window),
+            "loop_cpu": q.loop_cpu_cores(m, window),
+            "lag_p99": q.loop_lag(0.99, m, window),
+            "late_share": q.late_heartbeats(m, window),
+        },
+        p.LOOP_KEY,
+        timeout,
+    )
+    sites: dict[tuple[str, ...], list[BlockSite]] = {}
+    block_values = _by_key(
+        base,
+        {"count": q.block_count(m, window), "seconds": q.block_seconds(m, window)},
+        (*p.LOOP_KEY, *p.SITE_KEY),
+        timeout,
+    )
+    for (service, instance, function, path, line, cause), found in block_values.items():
+        if found.get("count"):
+            site = BlockSite(
+                function,
+                path,
+                int(line or 0),
+                found["count"],
+                found.get("seconds", 0.0),
+                cause=cause or semconv.BLOCK_CAUSE_CALL,
+            )
+            sites.setdefault((service, instance), []).append(site)
+    processes = [
+        ProcessWindow(
+            duration=float(seconds),
+            cpu=found.get("cpu"),
+            loop_utilization=found.get("loop_utilization"),
+            loop_cpu=found.get("loop_cpu"),
+            lag_p99=found.get("lag_p99"),
+            late_share=found.get("late_share"),
+            blocks=tuple(sites.get((service, instance), ())),
+            service=service,
+            instance=instance,
+        )
+        for (service, instance), found in sorted(process_values.items())
+    ]
+    return Windows(pools, processes)

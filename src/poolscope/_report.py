@@ -35,10 +35,16 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
+def _cores(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _row(step: StepResult) -> list[str]:
     load = step.load
     pool = step.saturated_pool()
     saturated = f"{pool.pool} {pool.busy_peak:g}/{pool.limit:g}" if pool else "none"
+    process = step.process
+    machine = step.machine
     return [
         str(load.concurrency),
         f"{load.throughput:.1f}",
@@ -49,6 +55,9 @@ def _row(step: StepResult) -> list[str]:
         f"{step.wait_share:.0%}",
         saturated,
         _seconds(step.lag_p99),
+        _cores(process.cpu if process else None),
+        _cores(machine.load_generator),
+        f"{_cores(machine.machine)}/{machine.cores}" + (" !" if machine.exhausted else ""),
     ]
 
 
@@ -63,7 +72,15 @@ HEADERS: Final = [
     "waiting",
     "saturated pool busy/limit",
     "loop lag p99",
+    "app cpu",
+    "loadgen cpu",
+    "machine cpu",
 ]
+CPU_NOTE: Final = (
+    "cpu: cores used on average in the step, by the app, by the demo's load generator, and by "
+    "the whole machine (of its cores; ! = the machine was out of CPU: its figures measure the "
+    "machine, not the app)"
+)
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
@@ -79,7 +96,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def conclusions(run: DemoRun) -> list[str]:
-    """The diagnosis in plain words, from the run's own figures."""
+    """The verdicts in plain words, from the run's own figures."""
     from ._demo import FIXED, NAIVE, POOL_EXPLAINED, SCENARIOS
 
     lines = []
@@ -89,12 +106,13 @@ def conclusions(run: DemoRun) -> list[str]:
             continue
         if diagnosis.ok:
             lines.append(f"{service}: {diagnosis.summary()}")
-            continue
-        for finding in diagnosis.pools:
-            what = POOL_EXPLAINED.get(finding.pool, f"the {finding.type or 'pool'} {finding.pool}")
-            lines.append(f"{service}: {finding.describe()} [{what}].")
-        for loop in diagnosis.loops:
-            lines.append(f"{service}: {loop.describe()}.")
+        for verdict in diagnosis.verdicts:
+            what = ""
+            if verdict.pool is not None:
+                kind = verdict.evidence.get("type") or "pool"
+                explained = POOL_EXPLAINED.get(verdict.pool, f"the {kind} {verdict.pool}")
+                what = f" [{explained}]"
+            lines.append(f"{service}: {verdict.summary}{what}. {verdict.advice}.")
     top = max(run.settings.steps)
     for scenario in SCENARIOS:
         ratio = run.speedup(scenario.name, top)
@@ -109,12 +127,31 @@ def conclusions(run: DemoRun) -> list[str]:
             f"{_seconds(fixed.load.percentile(0.95))} instead of "
             f"{_seconds(naive.load.percentile(0.95))}."
         )
+    lines.append(_machine_note(run))
     lines.append(
         "What the fix changed: the async OpenAI and HTTP clients hold no thread while the "
         "model thinks, the remaining blocking work has its own named executor, and a "
         "semaphore sized to the provider's quota is the only cap left."
     )
     return lines
+
+
+def _machine_note(run: DemoRun) -> str:
+    if not run.steps:
+        return "No step ran."
+    cores = run.steps[0].machine.cores
+    busiest = max(run.steps, key=lambda s: s.machine.machine or 0.0)
+    generator = max(s.machine.load_generator for s in run.steps)
+    exhausted = [s for s in run.steps if s.machine.exhausted]
+    note = (
+        f"The load generator used at most {generator:.2f} cores; the machine ({cores} cores) "
+        f"was at most {_cores(busiest.machine.machine)} cores busy ({busiest.app} app, "
+        f"{busiest.scenario}, {busiest.load.concurrency} users)"
+    )
+    if not exhausted:
+        return note + ": the apps, not the machine, set every figure."
+    where = ", ".join(f"{s.app} {s.scenario} at {s.load.concurrency} users" for s in exhausted)
+    return note + f". The machine was out of CPU in: {where}; those figures measure the machine."
 
 
 def print_results(run: DemoRun, out: TextIO) -> None:
@@ -127,6 +164,7 @@ def print_results(run: DemoRun, out: TextIO) -> None:
                 continue
             out.write(f"\n{service}: {scenario.name} ({', '.join(scenario.paths)})\n")
             out.write(_table(rows) + "\n")
+    out.write(f"({CPU_NOTE})\n")
     out.write("\nDiagnosis\n")
     for line in conclusions(run):
         out.write(f"- {line}\n")
@@ -291,6 +329,12 @@ def busy_figure(run: DemoRun, app: str) -> str:
     )
 
 
+_WAIT_FIGURE_BOUNDS: Final = tuple(
+    b for i, b in enumerate(semconv.DURATION_BUCKETS) if b < 0.01 or i % 13 == 4 or b == 60
+)
+"""The wait histogram's bounds drawn as bars: below 10 ms as recorded, then every half decade."""
+
+
 def wait_figure(run: DemoRun) -> str:
     from ._readings import Histogram
 
@@ -299,8 +343,8 @@ def wait_figure(run: DemoRun) -> str:
         for pool, histogram in step.wait_histograms.items():
             key = f"{step.app} · {pool}"
             totals[key] = totals.get(key, Histogram()) + histogram
-    totals = {k: v for k, v in totals.items() if v.count}
-    bounds = [*semconv.DURATION_BUCKETS, math.inf]
+    totals = {k: v.at(_WAIT_FIGURE_BOUNDS) for k, v in totals.items() if v.count}
+    bounds = [*_WAIT_FIGURE_BOUNDS, math.inf]
     axes = _Axes(range(len(bounds)), [share for h in totals.values() for _, share in _shares(h)])
     body = [axes.frame("queue wait up to (s)", "share of tasks", [], "")]
     slot = (W - M["left"] - M["right"]) / len(bounds)
@@ -471,6 +515,7 @@ def render(run: DemoRun) -> str:
 {", ".join(str(s) for s in settings.steps)} concurrent users, in
 {run.elapsed:.0f} s. Every figure below comes from this run.</p>
 <h2>Diagnosis</h2><ul>{diagnosis}</ul>
+<p>{_e(CPU_NOTE)}.</p>
 <h2>Latency</h2>{latency_figure(run)}
 <h2>Where the apps wait</h2>
 {"".join(busy_figure(run, app) for app in APPS)}

@@ -10,13 +10,15 @@ import math
 import threading
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import semconv
 from ._config import Settings
+from ._cpu import process_cpu
+from ._loop_clock import totals as loop_totals
 from ._pools import snapshot_all
 from ._recorder import drain
 from ._version import __version__
@@ -43,17 +45,42 @@ class Instruments:
             description="Time a task ran on a worker, from start to end.",
             explicit_bucket_boundaries_advisory=buckets,
         )
+        loop_buckets = list(semconv.LAG_BUCKETS)
         self.resume = meter.create_histogram(
             semconv.METRIC_TASK_RESUME_DURATION,
             unit=semconv.UNIT_SECONDS,
             description="Time from a task's end until the awaiting coroutine ran again.",
-            explicit_bucket_boundaries_advisory=buckets,
+            explicit_bucket_boundaries_advisory=loop_buckets,
         )
         self.lag = meter.create_histogram(
             semconv.METRIC_EVENTLOOP_LAG,
             unit=semconv.UNIT_SECONDS,
             description="How late the event loop ran a callback scheduled for a given time.",
-            explicit_bucket_boundaries_advisory=list(semconv.LAG_BUCKETS),
+            explicit_bucket_boundaries_advisory=loop_buckets,
+        )
+        self.block = meter.create_histogram(
+            semconv.METRIC_EVENTLOOP_BLOCK_DURATION,
+            unit=semconv.UNIT_SECONDS,
+            description="Callbacks that held the event loop past the block threshold, by line.",
+            explicit_bucket_boundaries_advisory=loop_buckets,
+        )
+        meter.create_observable_counter(
+            semconv.METRIC_EVENTLOOP_TIME,
+            callbacks=[_observe_loop_time],
+            unit=semconv.UNIT_SECONDS,
+            description="Time the event loop spent running callbacks (active) or waiting (idle).",
+        )
+        meter.create_observable_counter(
+            semconv.METRIC_EVENTLOOP_CPU_TIME,
+            callbacks=[_observe_loop_cpu],
+            unit=semconv.UNIT_SECONDS,
+            description="CPU time the event loop's thread used.",
+        )
+        meter.create_observable_counter(
+            semconv.METRIC_PROCESS_CPU_TIME,
+            callbacks=[_observe_process_cpu],
+            unit=semconv.UNIT_SECONDS,
+            description="Total CPU seconds broken down by cpu.mode.",
         )
         # GenAI client instruments, for poolscope.llm_call and the openai path.
         self.gen_ai_duration = meter.create_histogram(
@@ -112,6 +139,36 @@ def _observe_workers(options: CallbackOptions) -> Iterable[Observation]:
             yield Observation(max(pool.limit - pool.busy, 0), idle_attributes)
 
 
+_LOOP_ACTIVE: Final = {semconv.ATTR_EVENTLOOP_STATE: semconv.EVENTLOOP_STATE_ACTIVE}
+_LOOP_IDLE: Final = {semconv.ATTR_EVENTLOOP_STATE: semconv.EVENTLOOP_STATE_IDLE}
+_CPU_USER: Final = {semconv.ATTR_CPU_MODE: semconv.CPU_MODE_USER}
+_CPU_SYSTEM: Final = {semconv.ATTR_CPU_MODE: semconv.CPU_MODE_SYSTEM}
+
+
+def _observe_loop_time(options: CallbackOptions) -> Iterable[Observation]:
+    found = loop_totals()
+    if found is not None:  # no loop monitored yet: no series
+        active, idle, _ = found
+        yield Observation(active, dict(_LOOP_ACTIVE))
+        yield Observation(idle, dict(_LOOP_IDLE))
+
+
+def _observe_loop_cpu(options: CallbackOptions) -> Iterable[Observation]:
+    found = loop_totals()
+    if found is not None:
+        yield Observation(found[2], {})
+
+
+def _observe_process_cpu(options: CallbackOptions) -> Iterable[Observation]:
+    # Context for the pools' and the loop's figures: a process with neither (a
+    # gunicorn master, a script that only imported the app) has nothing to judge.
+    if loop_totals() is None and not snapshot_all():
+        return
+    user, system = process_cpu()
+    yield Observation(user, dict(_CPU_USER))
+    yield Observation(system, dict(_CPU_SYSTEM))
+
+
 def _observe_limit(options: CallbackOptions) -> Iterable[Observation]:
     # An unbounded anyio limiter (total_tokens = inf) has no limit to report:
     # the SDK refuses non-finite values, with a warning at every collection.
@@ -147,6 +204,7 @@ class Telemetry:
     """Everything a task needs to record itself, bound at instrument time."""
 
     __slots__ = (
+        "block",
         "histograms",
         "lag",
         "resume",
@@ -175,3 +233,4 @@ class Telemetry:
         self.run = histograms.run
         self.resume = histograms.resume
         self.lag = histograms.lag
+        self.block = histograms.block

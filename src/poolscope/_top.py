@@ -1,10 +1,15 @@
-"""``poolscope top``: a live view of a running app's pools, refreshed in place.
+"""``poolscope top``: a live view of a running app's pools and processes, refreshed in place.
 
 Per pool and process: busy workers against the limit as a bar, pending
-tasks, wait and run p95 over the last interval, and the event loop's lag
-p99. It reads an app's Prometheus endpoint (``configure(prometheus_port=...)``
-or ``OTEL_POOLSCOPE_PROMETHEUS_PORT``) or a Prometheus server holding many
-apps and instances; saturated pools are marked per instance.
+tasks, wait and run p95. Per process: the CPU it used, how busy its event
+loop was, the loop's lag and the callbacks that blocked it. Then the
+verdicts of :func:`poolscope.diagnose` on what the frame shows.
+
+It reads an app's Prometheus endpoint (``configure(prometheus_port=...)`` or
+``OTEL_POOLSCOPE_PROMETHEUS_PORT``), where each frame covers the time since
+the one before, or a Prometheus server holding many apps and instances,
+where each frame covers the last minute and the server computes the rates:
+every frame has figures, however seldom the server scrapes.
 """
 
 from __future__ import annotations
@@ -14,17 +19,33 @@ import sys
 import time
 from typing import Final, TextIO
 
-from ._diagnose import SATURATION
-from ._readings import Snapshot, SourceError, read
+from ._diagnose import diagnose
+from ._readings import (
+    Snapshot,
+    SourceError,
+    Windows,
+    is_prometheus_server,
+    read,
+    windows,
+    windows_from_prometheus,
+)
 
-__all__ = ["render", "run_top"]
+__all__ = ["SERVER_WINDOW", "render", "run_top"]
 
 BAR: Final = 20
+SERVER_WINDOW: Final = "1m"
+"""What each frame covers when reading a Prometheus server."""
 _CLEAR: Final = "\x1b[H\x1b[2J"
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.0f} ms"
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def _bar(busy: float, limit: float) -> str:
@@ -33,42 +54,49 @@ def _bar(busy: float, limit: float) -> str:
     return "█" * filled + "·" * (BAR - filled)
 
 
-def render(current: Snapshot, previous: Snapshot | None, source: str, width: int = 100) -> str:
-    """One screen: a row per (service, instance, pool), fullest pool first."""
-    title = f"poolscope top: {source}"
-    if previous is not None:
-        title += f"   every {current.taken_at - previous.taken_at:.1f} s   (Ctrl-C to quit)"
-    header = (
+def _where(service: str, instance: str) -> str:
+    return "/".join(part for part in (service, instance) if part)
+
+
+def render(found: Windows, source: str, covers: str, width: int = 100) -> str:
+    """One screen: a row per (service, instance, pool), fullest pool first; then processes."""
+    lines = [f"poolscope top: {source}   figures over {covers}   (Ctrl-C to quit)", ""]
+    lines.append(
         f"{'service/instance':<28} {'pool':<18} {'busy/limit':<{BAR + 12}} "
         f"{'pending':>7} {'wait p95':>9} {'run p95':>9}"
     )
-    lines = [title, "", header]
     rows = []
-    for key, reading in current.pools.items():
-        before = previous.pools.get(key) if previous else None
-        wait = reading.wait.since(before.wait).quantile(0.95) if before else None
-        run = reading.run.since(before.run).quantile(0.95) if before else None
-        full = reading.busy / reading.limit if reading.limit else 0.0
-        saturated = full >= SATURATION and reading.pending > 0
-        where = "/".join(part for part in (reading.service, reading.instance) if part)
+    for pool in found.pools:
+        busy = pool.busy_typical if pool.busy_typical is not None else pool.busy_peak
+        full = busy / pool.limit if pool.limit else 0.0
         rows.append(
             (
                 -full,
-                f"{where[:28]:<28} {reading.pool[:18]:<18} "
-                f"{_bar(reading.busy, reading.limit)} {reading.busy:>4g}/{reading.limit:<5g} "
-                f"{reading.pending:>7g} {_ms(wait):>9} {_ms(run):>9}"
-                + (" SATURATED" if saturated else ""),
+                f"{_where(pool.service, pool.instance)[:28]:<28} {pool.pool[:18]:<18} "
+                f"{_bar(busy, pool.limit)} {busy:>4g}/{pool.limit:<5g} "
+                f"{pool.pending_peak:>7g} {_ms(pool.wait_p95):>9} {_ms(pool.run_p95):>9}"
+                + (" SATURATED" if pool.saturated else ""),
             )
         )
     lines += [text for _, text in sorted(rows)]
     if not rows:
         lines.append("no pools yet: poolscope reports a pool once it has been used")
-    lines.append("")
-    for loop, lag in current.lag.items():
-        before_lag = previous.lag.get(loop) if previous else None
-        recent = lag.since(before_lag).quantile(0.99) if before_lag else None
-        where = "/".join(part for part in loop if part) or source
-        lines.append(f"event loop {where}: lag p99 {_ms(recent)}")
+    lines += [
+        "",
+        f"{'service/instance':<28} {'cpu cores':>9} {'loop busy':>9} {'loop cpu':>9} "
+        f"{'lag p99':>9} {'blocked':>8}",
+    ]
+    for process in found.processes:
+        cpu = "-" if process.cpu is None else f"{process.cpu:.2f}"
+        loop_cpu = "-" if process.loop_cpu is None else f"{process.loop_cpu:.2f}"
+        lines.append(
+            f"{_where(process.service, process.instance)[:28] or source[:28]:<28} {cpu:>9} "
+            f"{_share(process.loop_utilization):>9} {loop_cpu:>9} {_ms(process.lag_p99):>9} "
+            f"{process.block_count:>8g}"
+        )
+    diagnosis = diagnose(*found)
+    lines += ["", "Verdicts" if not diagnosis.ok else "Verdict: nothing to report"]
+    lines += [f"- {verdict.describe()}" for verdict in diagnosis.verdicts]
     return "\n".join(line[:width] for line in lines) + "\n"
 
 
@@ -84,22 +112,31 @@ def run_top(
     if not 0.1 <= interval <= 3600:
         err.write(f"poolscope top: --interval must be 0.1 to 3600 seconds, got {interval:g}\n")
         return 2
+    server = is_prometheus_server(url)
     previous: Snapshot | None = None
     tty = out.isatty()
     try:
         while True:
             try:
-                current = read(url, timeout=max(2.0, interval))
+                if server:
+                    found: Windows | None = windows_from_prometheus(
+                        url, SERVER_WINDOW, timeout=max(2.0, interval)
+                    )
+                    covers = f"the last {SERVER_WINDOW}, rated by the server"
+                else:
+                    current = read(url, timeout=max(2.0, interval))
+                    found = windows(previous, current) if previous is not None else None
+                    covers = f"the last {interval:g} s"
+                    previous = current
             except SourceError as error:
                 err.write(f"poolscope top: {error}\n")
                 return 1
-            if previous is not None or not once:
+            if found is not None:
                 width = shutil.get_terminal_size((120, 40)).columns if tty else 200
-                out.write((_CLEAR if tty else "") + render(current, previous, url, width))
+                out.write((_CLEAR if tty else "") + render(found, url, covers, width))
                 out.flush()
                 if once:
                     return 0
-            previous = current
             time.sleep(interval)
     except KeyboardInterrupt:
         out.write("\n")

@@ -19,7 +19,14 @@ __all__ = [
     "ATTR_CODE_FUNCTION_NAME",
     "ATTR_CODE_LINE_NUMBER",
     "ATTR_CODE_STACKTRACE",
+    "ATTR_CPU_MODE",
     "ATTR_ERROR_TYPE",
+    "ATTR_EVENTLOOP_BLOCKED_BUSY_THREADS",
+    "ATTR_EVENTLOOP_BLOCKED_CAUSE",
+    "ATTR_EVENTLOOP_BLOCKED_CPU_TIME",
+    "ATTR_EVENTLOOP_BLOCKED_CPU_WAIT",
+    "ATTR_EVENTLOOP_BLOCKED_GC_TIME",
+    "ATTR_EVENTLOOP_STATE",
     "ATTR_EXECUTOR_NAME",
     "ATTR_EXECUTOR_PINNED_LLM",
     "ATTR_EXECUTOR_PINNED_LLM_DURATION",
@@ -56,8 +63,18 @@ __all__ = [
     "ATTR_URL_FULL",
     "ATTR_URL_QUERY",
     "ATTR_USER_AGENT_ORIGINAL",
+    "BLOCK_CAUSES_OWN",
+    "BLOCK_CAUSE_CALL",
+    "BLOCK_CAUSE_CPU",
+    "BLOCK_CAUSE_CPU_WAIT",
+    "BLOCK_CAUSE_GIL",
+    "BUCKETS_PER_DECADE",
+    "CPU_MODE_SYSTEM",
+    "CPU_MODE_USER",
     "DURATION_BUCKETS",
     "ERROR_NESTED_DEADLOCK",
+    "EVENTLOOP_STATE_ACTIVE",
+    "EVENTLOOP_STATE_IDLE",
     "EXECUTOR_TYPES",
     "EXECUTOR_TYPE_LIMITER",
     "EXECUTOR_TYPE_PROCESS_POOL",
@@ -68,10 +85,15 @@ __all__ = [
     "GEN_AI_TOKEN_TYPE_INPUT",
     "GEN_AI_TOKEN_TYPE_OUTPUT",
     "LAG_BUCKETS",
+    "METRIC_EVENTLOOP_BLOCK_DURATION",
+    "METRIC_EVENTLOOP_CPU_TIME",
     "METRIC_EVENTLOOP_LAG",
+    "METRIC_EVENTLOOP_TIME",
     "METRIC_GEN_AI_OPERATION_DURATION",
     "METRIC_GEN_AI_TIME_TO_FIRST_CHUNK",
     "METRIC_GEN_AI_TOKEN_USAGE",
+    "METRIC_HTTP_SERVER_REQUEST_DURATION",
+    "METRIC_PROCESS_CPU_TIME",
     "METRIC_TASK_PENDING",
     "METRIC_TASK_RESUME_DURATION",
     "METRIC_TASK_RUN_DURATION",
@@ -82,6 +104,7 @@ __all__ = [
     "POOL_ASYNCIO_DEFAULT",
     "POOL_OTHER",
     "REDACTED",
+    "SITE_OTHER",
     "SPAN_EVENTLOOP_BLOCKED",
     "SPAN_RUN",
     "SPAN_WAIT",
@@ -119,12 +142,63 @@ Long resumes with short waits mean a busy event loop, not a starved pool.
 METRIC_EVENTLOOP_LAG: Final = "asyncio.eventloop.lag"
 """Histogram: how late the event loop ran a callback scheduled for a given time."""
 
+METRIC_EVENTLOOP_TIME: Final = "asyncio.eventloop.time"
+"""Counter: seconds the event loop spent by ``asyncio.eventloop.state``.
+
+``active``: running callbacks; ``idle``: waiting for events. The rate of
+``active`` is the loop's utilization, as Node.js reports it: near 1, the loop
+is the bottleneck, whatever the pools do.
+"""
+
+METRIC_EVENTLOOP_CPU_TIME: Final = "asyncio.eventloop.cpu.time"
+"""Counter: CPU seconds the event loop's thread used.
+
+Far below the active time, the loop thread was not running: it waited for a
+blocking call, for the GIL, or for a CPU.
+"""
+
+METRIC_EVENTLOOP_BLOCK_DURATION: Final = "asyncio.eventloop.block.duration"
+"""Histogram: callbacks that held the loop for at least ``loop_block_threshold``.
+
+By the line that held it (``code.function.name``, ``code.file.path``,
+``code.line.number``): the loop's own blocking calls, counted and timed.
+"""
+
+METRIC_HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
+"""Histogram: the request latency OpenTelemetry's ASGI middleware records (``configure()`` gives it
+the bucket layout of :data:`DURATION_BUCKETS`)."""
+
+METRIC_PROCESS_CPU_TIME: Final = "process.cpu.time"
+"""Counter: the process's CPU seconds by ``cpu.mode`` (OpenTelemetry's process conventions)."""
+
 UNIT_SECONDS: Final = "s"
 UNIT_WORKER: Final = "{worker}"
 UNIT_TASK: Final = "{task}"
 
+BUCKETS_PER_DECADE: Final = 26
+"""Density of :data:`DURATION_BUCKETS` from 10 ms to 31.6 s: consecutive bounds differ by 10%."""
+
 DURATION_BUCKETS: Final[tuple[float, ...]] = (
     0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    *(float(f"{0.01 * 10 ** (k / BUCKETS_PER_DECADE):.3g}") for k in range(92)),
+    60.0,
+)
+"""Bucket boundaries (s) for queue waits, runs and request latency: 0.5 ms to 60 s.
+
+From 10 ms to 31.6 s, 26 bounds per decade (0.01, 0.0109, 0.0119, ... 31.6),
+so each bound is at most 10% above the one before. A quantile read from the
+histogram the way Prometheus' ``histogram_quantile`` reads it (linear inside
+a bucket) is then within 10% of the exact value, even when every wait falls
+at the same spot, as the waits of a steadily starved pool do; with the
+1-2.5-5 layout such waits of 2.9 s read as 4.9 s at p95. The SDK's default
+boundaries are meant for milliseconds and would put every wait under 5 s
+into the first bucket of a seconds histogram.
+"""
+
+LAG_BUCKETS: Final[tuple[float, ...]] = (
     0.001,
     0.0025,
     0.005,
@@ -138,17 +212,12 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
     2.5,
     5.0,
     10.0,
-    30.0,
-    60.0,
 )
-"""Bucket boundaries (s) for every poolscope duration histogram: 0.5 ms to 60 s.
+"""Bucket boundaries (s) for the event loop's delays: lag, resume and blocks, from 1 ms.
 
-The SDK's default boundaries are meant for milliseconds and would put every
-wait under 5 s into the first bucket of a seconds histogram.
+These are read against thresholds (100 ms of lag), not as quantiles to the
+millisecond, so a coarse layout keeps the series few.
 """
-
-LAG_BUCKETS: Final[tuple[float, ...]] = tuple(b for b in DURATION_BUCKETS if 0.001 <= b <= 10.0)
-"""Bucket boundaries (s) for ``asyncio.eventloop.lag``: from 1 ms."""
 
 # GenAI client metrics, as the OpenTelemetry GenAI semantic conventions name them.
 METRIC_GEN_AI_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
@@ -198,6 +267,27 @@ ATTR_CODE_FILE_PATH: Final = "code.file.path"
 ATTR_CODE_LINE_NUMBER: Final = "code.line.number"
 ATTR_ERROR_TYPE: Final = "error.type"
 ATTR_HTTP_ROUTE: Final = "http.route"
+ATTR_EVENTLOOP_STATE: Final = "asyncio.eventloop.state"
+ATTR_CPU_MODE: Final = "cpu.mode"
+ATTR_EVENTLOOP_BLOCKED_CPU_TIME: Final = "asyncio.eventloop.blocked.cpu_time"
+"""Blocked-loop span: seconds of the block the loop thread ran on a CPU (Python or C code)."""
+ATTR_EVENTLOOP_BLOCKED_CPU_WAIT: Final = "asyncio.eventloop.blocked.cpu_wait"
+"""Blocked-loop span: seconds the loop thread was runnable but waited for a CPU (Linux)."""
+ATTR_EVENTLOOP_BLOCKED_GC_TIME: Final = "asyncio.eventloop.blocked.gc_time"
+"""Blocked-loop span: seconds of the block spent in garbage collection, on any thread."""
+ATTR_EVENTLOOP_BLOCKED_CAUSE: Final = "asyncio.eventloop.blocked.cause"
+"""Blocked-loop span and ``asyncio.eventloop.block.duration``: what the loop thread did meanwhile.
+
+``cpu``: ran on a CPU; ``call``: sat in a blocking call; ``gil``: waited for the
+GIL while other threads ran; ``cpu_wait``: was runnable but waited for a core.
+Only ``cpu`` and ``call`` are the blocking callback's own doing.
+"""
+ATTR_EVENTLOOP_BLOCKED_BUSY_THREADS: Final = "asyncio.eventloop.blocked.busy_threads"
+"""Blocked-loop span: the other threads that ran on a CPU for much of the block, busiest first.
+
+Threads running Python hold the GIL while they run: when the loop thread
+itself was mostly off the CPU, these held it up.
+"""
 ATTR_SERVER_ADDRESS: Final = "server.address"
 ATTR_SERVER_PORT: Final = "server.port"
 
@@ -251,6 +341,18 @@ EXECUTOR_TYPES: Final[tuple[str, ...]] = (
 WORKER_STATE_BUSY: Final = "busy"
 WORKER_STATE_IDLE: Final = "idle"
 
+BLOCK_CAUSE_CPU: Final = "cpu"
+BLOCK_CAUSE_CALL: Final = "call"
+BLOCK_CAUSE_GIL: Final = "gil"
+BLOCK_CAUSE_CPU_WAIT: Final = "cpu_wait"
+BLOCK_CAUSES_OWN: Final = (BLOCK_CAUSE_CPU, BLOCK_CAUSE_CALL)
+"""Causes of a block that the blocking callback is to blame for."""
+
+EVENTLOOP_STATE_ACTIVE: Final = "active"
+EVENTLOOP_STATE_IDLE: Final = "idle"
+CPU_MODE_USER: Final = "user"
+CPU_MODE_SYSTEM: Final = "system"
+
 POOL_ASYNCIO_DEFAULT: Final = "asyncio.default"
 """Name of an event loop's default executor (``run_in_executor(None, ...)``, ``to_thread``)."""
 
@@ -262,3 +364,6 @@ ERROR_NESTED_DEADLOCK: Final = "nested_offload_deadlock"
 
 POOL_OTHER: Final = "other"
 """The pool name metrics use past the cap on distinct names (``max_pool_names``)."""
+
+SITE_OTHER: Final = "other"
+"""``code.function.name`` of blocked-loop records past the cap on distinct blocking lines."""

@@ -18,9 +18,17 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.alerting import RelativeTimeRange
 
 from poolscope import _promql as p
-from poolscope._diagnose import LAG_THRESHOLD_S, SATURATION
+from poolscope import _queries as q
+from poolscope._diagnose import (
+    CPU_BOUND_CORES,
+    LAG_THRESHOLD_S,
+    LATE_SHARE,
+    LOOP_BUSY,
+    MIN_BLOCKS,
+    ON_CPU,
+    SATURATION,
+)
 
-from . import queries as q
 from ._encoding import plain
 
 RUNBOOK: Final = "docs/stack.md"
@@ -30,10 +38,13 @@ FOLDER: Final = "poolscope"
 PROMETHEUS_UID: Final = "prometheus"
 """The uid the provisioned Prometheus datasource has (grafana/provisioning/datasources)."""
 
-SATURATION_WINDOW: Final = "1m"
-WAIT_WINDOW: Final = "5m"
+WINDOW: Final = "1m"
+"""What each alert's measure covers: short, so that it fires and resolves within minutes."""
+HOLD: Final = "1m"
+"""How long a measure must stay past its threshold: with ``WINDOW``, an alert fires about 1.5
+minutes into sustained starvation and resolves within a minute of its end."""
+BLOCK_WINDOW: Final = "2m"
 WAIT_P95_THRESHOLD_S: Final = 0.1
-LAG_P99_THRESHOLD_S: Final = LAG_THRESHOLD_S  # the rule diagnose() uses too
 WAITING_TASKS_THRESHOLD: Final = 1.0
 
 LIMIT_FROM_SERIES: Final = "series"
@@ -51,6 +62,8 @@ class Alert:
     description: str
     guard: str | None = None
     """An expression that must also hold (``and``)."""
+    alternative: str | None = None
+    """An expression that fires the alert too (``or``), its value read as the measure's."""
     unless: str | None = None
     """An expression whose presence silences the alert (``unless``)."""
     key: tuple[str, ...] = p.POOL_KEY
@@ -60,6 +73,8 @@ class Alert:
     @property
     def expr(self) -> str:
         expr = f"{self.measure} {self.condition}"
+        if self.alternative:
+            expr = f"({expr})\nor {p.on(*self.key)}\n({self.alternative})"
         if self.guard:
             expr = f"({expr})\nand {p.on(*self.key)}\n({self.guard})"
         if self.unless:
@@ -74,75 +89,102 @@ class Alert:
 _POOL: Final = "{{ $labels.executor_name }} ({{ $labels.executor_type }})"
 _WHERE: Final = "in {{ $labels.job }} on {{ $labels.instance }}"
 
+_LOOP_WHERE: Final = "{{ $labels.job }} on {{ $labels.instance }}"
+_M: Final = q.NO_MATCHERS
+
 ALERTS: Final[tuple[Alert, ...]] = (
     Alert(
         name="PoolscopePoolSaturated",
-        measure=q.typical_saturation(q.NO_MATCHERS, SATURATION_WINDOW),
+        measure=q.typical_saturation(_M, WINDOW),
         condition=f">= {SATURATION}",
-        guard=f"{q.peak_pending(q.NO_MATCHERS, SATURATION_WINDOW)} > 0",
-        for_="2m",
+        guard=f"{q.peak_pending(_M, WINDOW)} > 0",
+        for_=HOLD,
         severity="warning",
         summary=f"Pool {_POOL} {_WHERE} is saturated: all $LIMIT workers busy, tasks queued",
         description=(
             "For most of the last minute {{ $VALUE | humanizePercentage }} of the pool's "
             "$LIMIT workers were busy, and tasks queued for a seat. Everything that needs "
-            "this pool waits, while the CPU may sit idle."
+            "this pool waits, while the CPU may sit idle (if PoolscopeProcessOutOfCpu fires "
+            "too, the tasks wait for the CPU, and a bigger pool will not help)."
         ),
     ),
     Alert(
         name="PoolscopeQueueWaitHigh",
-        measure=q.wait_quantile(0.95, q.NO_MATCHERS, WAIT_WINDOW),
+        measure=q.wait_quantile(0.95, _M, WINDOW),
         condition=f"> {WAIT_P95_THRESHOLD_S}",
-        for_="5m",
+        for_=HOLD,
         severity="warning",
         summary=(
             "Tasks wait {{ $VALUE | humanizeDuration }} (p95) for a worker of pool "
             f"{_POOL} {_WHERE} (limit $LIMIT)"
         ),
         description=(
-            f"The 95th percentile of the time tasks queued for a worker, over {WAIT_WINDOW}, "
+            f"The 95th percentile of the time tasks queued for a worker, over {WINDOW}, "
             f"is above {WAIT_P95_THRESHOLD_S * 1000:.0f} ms."
         ),
     ),
     Alert(
-        name="PoolscopeEventLoopLagHigh",
-        measure=q.loop_lag(0.99, q.NO_MATCHERS, WAIT_WINDOW),
-        condition=f"> {LAG_P99_THRESHOLD_S}",
-        for_="5m",
+        name="PoolscopeProcessOutOfCpu",
+        measure=q.process_cpu_cores(_M, WINDOW),
+        condition=f">= {CPU_BOUND_CORES}",
+        alternative=(
+            f"{q.process_cpu_cores(_M, WINDOW)}\nand {p.on(*p.LOOP_KEY)} "
+            f"({q.loop_utilization(_M, WINDOW)} >= {LOOP_BUSY})\nand {p.on(*p.LOOP_KEY)} "
+            f"({q.loop_cpu_cores(_M, WINDOW)} >= {ON_CPU} * {q.loop_utilization(_M, WINDOW)})"
+        ),
+        for_=HOLD,
+        severity="warning",
+        summary=f'{_LOOP_WHERE} is out of CPU: it uses {{{{ $VALUE | printf "%.2f" }}}} cores',
+        description=(
+            "The process used about a core (its Python runs on one at a time), or its event "
+            f"loop ran callbacks {LOOP_BUSY:.0%} of the time on the CPU. Requests wait for the "
+            "CPU, not for a pool: run more processes, or do less work per request."
+        ),
+        key=p.LOOP_KEY,
+        limit=None,
+    ),
+    Alert(
+        name="PoolscopeEventLoopLagging",
+        measure=q.late_heartbeats(_M, WINDOW),
+        condition=f">= {LATE_SHARE}",
+        for_=HOLD,
         severity="warning",
         summary=(
-            "The event loop of {{ $labels.job }} on {{ $labels.instance }} runs callbacks "
-            "{{ $VALUE | humanizeDuration }} late (p99)"
+            "The event loop of {{ $labels.job }} on {{ $labels.instance }} runs late: "
+            "{{ $VALUE | humanizePercentage }} of its heartbeats over "
+            f"{LAG_THRESHOLD_S * 1000:.0f} ms late"
         ),
         description=(
-            "The loop itself is blocked or overloaded; no pool is short of workers. Look "
-            "for asyncio.eventloop.blocked spans and the stacks they carry."
+            "The loop itself is blocked, out of CPU or waiting for the GIL; no pool is short "
+            "of workers. Look for asyncio.eventloop.blocked spans: their cause and stack say "
+            "which."
         ),
         key=p.LOOP_KEY,
         limit=None,
     ),
     Alert(
         name="PoolscopeEventLoopBlocked",
-        measure=q.loop_blocked(q.NO_MATCHERS, WAIT_WINDOW),
-        condition=">= 2",  # one stall (a first request's imports) is not a pattern
-        for_="1m",
+        measure=q.loop_blocked(_M, BLOCK_WINDOW),
+        condition=f">= {MIN_BLOCKS}",  # one stall (a first request's imports) is not a pattern
+        for_="0m",
         severity="info",
         summary=(
             "The event loop of {{ $labels.job }} on {{ $labels.instance }} was blocked "
-            f"{{{{ $VALUE | humanize }}}} times in {WAIT_WINDOW}"
+            f"{{{{ $VALUE | humanize }}}} times in {BLOCK_WINDOW}"
         ),
         description=(
-            "Each asyncio.eventloop.blocked span carries the stack that held the loop "
-            "(code.stacktrace). Counted from traces by the collector's span metrics."
+            "Callbacks held the loop themselves (they ran, or sat in a blocking call). "
+            "asyncio.eventloop.block.duration names each line; each asyncio.eventloop.blocked "
+            "span carries its stack (code.stacktrace)."
         ),
         key=p.LOOP_KEY,
         limit=None,
     ),
     Alert(
         name="PoolscopeWaitSpansHigh",
-        measure=q.wait_span_seconds(q.NO_MATCHERS, WAIT_WINDOW),
+        measure=q.wait_span_seconds(_M, WINDOW),
         condition=f">= {WAITING_TASKS_THRESHOLD}",
-        for_="5m",
+        for_=HOLD,
         severity="warning",
         summary=(
             "On average {{ $VALUE | humanize }} tasks wait for a worker of pool "
@@ -153,7 +195,7 @@ ALERTS: Final[tuple[Alert, ...]] = (
             "the collector's span metrics of executor.wait spans. Only waits long enough "
             "to get a span count, so this is a lower bound."
         ),
-        unless=q.limit(q.NO_MATCHERS),  # apps that export metrics have the alerts above
+        unless=q.limit(_M),  # apps that export metrics have the alerts above
         key=(*p.POOL_KEY, p.WORKER_LIMIT),
         limit=LIMIT_FROM_LABEL,
     ),

@@ -21,10 +21,11 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from poolscope import _promql as p
+from poolscope import _queries as q
 from poolscope import semconv
+from poolscope._diagnose import CPU_BOUND_CORES
 
 from . import alerts
-from . import queries as q
 from ._encoding import plain
 
 UID: Final = "poolscope-main"
@@ -153,7 +154,7 @@ def requests_in_flight() -> timeseries.Panel:
 
 
 def fleet_saturation() -> timeseries.Panel:
-    window = alerts.SATURATION_WINDOW
+    window = alerts.WINDOW
     return (
         graph(
             "Processes with the pool saturated",
@@ -243,6 +244,26 @@ def busy_against_limit() -> timeseries.Panel:
     )
 
 
+def is_it_cpu() -> timeseries.Panel:
+    """Next to busy-vs-cap: a pool at its cap is starved only if the CPU had room to spare."""
+    out_of_cpu = f"{CPU_BOUND_CORES:g}"
+    return (
+        graph(
+            "Is it the CPU?",
+            "Cores each process used (process.cpu.time) and its event loop's thread "
+            "(asyncio.eventloop.cpu.time), and the share of the time the loop ran callbacks "
+            f"(asyncio.eventloop.time). Near the dashed line at {out_of_cpu} core the process "
+            "is out of CPU: a full pool then waits for the CPU, and a bigger pool will not help.",
+            "short",
+        )
+        .with_target(promql("process", q.process_cpu_cores(M, RATE), "{{instance}} process cores"))
+        .with_target(promql("loop", q.loop_cpu_cores(M, RATE), "{{instance}} loop thread cores"))
+        .with_target(promql("busy", q.loop_utilization(M, RATE), "{{instance}} loop busy (share)"))
+        .with_target(promql("limit", f"vector({out_of_cpu})", "out of CPU"))
+        .override_by_query("limit", CAP_LINE)
+    )
+
+
 def pending_tasks() -> timeseries.Panel:
     return graph(
         "Tasks waiting for a worker",
@@ -325,11 +346,19 @@ def loop_blocked() -> timeseries.Panel:
     return (
         graph(
             "Event loop blocked, per minute",
-            "asyncio.eventloop.blocked spans (from traces, via the collector's span metrics); "
-            "each span carries the stack that held the loop.",
+            "Callbacks that held the loop past the block threshold "
+            "(asyncio.eventloop.block.duration), by cause: cpu and call are the callback's own "
+            "doing; gil and cpu_wait mean the loop waited for the GIL or a core. Each "
+            "asyncio.eventloop.blocked span carries the stack.",
             "short",
         )
-        .with_target(promql("A", q.loop_blocked_per_minute(M, RATE), "{{instance}}"))
+        .with_target(
+            promql(
+                "A",
+                q.loop_blocked_per_minute(M, RATE),
+                "{{instance}} {{asyncio_eventloop_blocked_cause}}",
+            )
+        )
         .draw_style(common.GraphDrawStyle.BARS)
     )
 
@@ -456,10 +485,11 @@ ROWS: Final[tuple[tuple[str, tuple[tuple[Any, int], ...]], ...]] = (
         (
             (where_requests_wait, 24),
             (busy_against_limit, 12),
+            (is_it_cpu, 12),
             (pending_tasks, 12),
             (wait_heatmap, 12),
             (wait_share, 12),
-            (wait_and_run, 24),
+            (wait_and_run, 12),
         ),
     ),
     ("Event loop", ((loop_lag, 12), (loop_blocked, 12))),

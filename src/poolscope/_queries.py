@@ -1,8 +1,12 @@
-"""The PromQL the dashboards and alerts are made of, from poolscope's series names.
+"""The PromQL that dashboards, alerts, ``poolscope top`` and ``diagnose()`` share.
 
-Every function takes the label matchers to apply: the dashboards pass their
-template variables (``job=~"$service"``), the alert rules pass none. The
-``window`` is a range such as ``$__rate_interval`` or ``5m``.
+One rule, one place: the saturation the ``PoolscopePoolSaturated`` alert
+fires on is the saturation :func:`poolscope.windows_from_prometheus` reads
+for :func:`poolscope.diagnose`, and the dashboard's "is it CPU?" panel draws
+what the ``cpu_bound`` verdict judges. Every function takes the label
+matchers to apply: the dashboards pass their template variables
+(``job=~"$service"``), the alert rules pass none. The ``window`` is a range
+such as ``$__rate_interval`` or ``5m``.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from poolscope import _promql as p
-from poolscope import semconv
-from poolscope._diagnose import SATURATION
+from . import _promql as p
+from . import semconv
+from ._diagnose import LAG_THRESHOLD_S, SATURATION
 
 Matchers = Mapping[str, str]
 
@@ -64,10 +68,15 @@ def peak_pending(m: Matchers, window: str) -> str:
     return f"max {POOL_BY} (max_over_time({p.selector(p.PENDING, **m)}[{window}]))"
 
 
+def typical_busy(m: Matchers, window: str) -> str:
+    """The median over ``window`` of busy workers: busy most of the time, not once."""
+    series = p.selector(p.WORKERS, **{p.WORKER_STATE: semconv.WORKER_STATE_BUSY}, **m)
+    return f"max {POOL_BY} (quantile_over_time(0.5, {series}[{window}]))"
+
+
 def typical_saturation(m: Matchers, window: str) -> str:
     """The median over ``window`` of busy/limit: saturated most of the time, not once."""
-    series = p.selector(p.WORKERS, **{p.WORKER_STATE: semconv.WORKER_STATE_BUSY}, **m)
-    return f"max {POOL_BY} (quantile_over_time(0.5, {series}[{window}])) / {POOL_ON} {limit(m)}"
+    return f"{typical_busy(m, window)} / {POOL_ON} {limit(m)}"
 
 
 def saturated_processes(m: Matchers, window: str) -> str:
@@ -103,6 +112,18 @@ def run_quantile(q: float, m: Matchers, window: str) -> str:
 
 def tasks_per_second(m: Matchers, window: str) -> str:
     return f"sum {POOL_BY} (rate({p.selector(f'{p.WAIT}_count', **m)}[{window}]))"
+
+
+def tasks(m: Matchers, window: str) -> str:
+    return f"sum {POOL_BY} (increase({p.selector(f'{p.WAIT}_count', **m)}[{window}]))"
+
+
+def wait_seconds(m: Matchers, window: str) -> str:
+    return f"sum {POOL_BY} (increase({p.selector(f'{p.WAIT}_sum', **m)}[{window}]))"
+
+
+def run_seconds(m: Matchers, window: str) -> str:
+    return f"sum {POOL_BY} (increase({p.selector(f'{p.RUN}_sum', **m)}[{window}]))"
 
 
 def waiting_tasks(m: Matchers, window: str) -> str:
@@ -152,18 +173,62 @@ def resume_delay(q: float, m: Matchers, window: str) -> str:
     return quantile(p.RESUME, q, p.POOL_KEY, m, window)
 
 
-def _blocked_calls(m: Matchers) -> str:
-    return p.selector(p.SPAN_CALLS, **{p.SPAN_NAME: semconv.SPAN_EVENTLOOP_BLOCKED}, **_service(m))
+def late_heartbeats(m: Matchers, window: str) -> str:
+    """Share of the loop's heartbeats more than ``LAG_THRESHOLD_S`` late."""
+    on_time = p.selector(f"{p.LAG}_bucket", **_service(m), le=f"{LAG_THRESHOLD_S:g}")
+    every = p.selector(f"{p.LAG}_count", **_service(m))
+    return (
+        f"1 - sum {LOOP_BY} (rate({on_time}[{window}])) / sum {LOOP_BY} (rate({every}[{window}]))"
+    )
+
+
+def loop_utilization(m: Matchers, window: str) -> str:
+    """Share of the time the event loop ran callbacks (Node.js's event-loop utilization)."""
+    active = p.selector(
+        p.LOOP_TIME, **_service(m), **{p.LOOP_STATE: semconv.EVENTLOOP_STATE_ACTIVE}
+    )
+    every = p.selector(p.LOOP_TIME, **_service(m))
+    return f"sum {LOOP_BY} (rate({active}[{window}])) / sum {LOOP_BY} (rate({every}[{window}]))"
+
+
+def loop_cpu_cores(m: Matchers, window: str) -> str:
+    """Cores the event loop's thread used."""
+    return f"sum {LOOP_BY} (rate({p.selector(p.LOOP_CPU, **_service(m))}[{window}]))"
+
+
+def process_cpu_cores(m: Matchers, window: str) -> str:
+    """Cores the process used (``process.cpu.time`` by ``cpu.mode``, every mode)."""
+    # Only series with cpu_mode: opentelemetry-instrumentation-system-metrics
+    # reports the same metric name by "type", which must not be added in.
+    series = p.selector(p.PROCESS_CPU, **_service(m), **{p.CPU_MODE: "~.+"})
+    return f"sum {LOOP_BY} (rate({series}[{window}]))"
+
+
+def block_count(m: Matchers, window: str) -> str:
+    """Callbacks that blocked the loop in ``window``, by the line that held it."""
+    series = p.selector(f"{p.BLOCK}_count", **_service(m))
+    return f"sum {p.by(*p.LOOP_KEY, *p.SITE_KEY)} (increase({series}[{window}]))"
+
+
+def block_seconds(m: Matchers, window: str) -> str:
+    """Seconds blocking callbacks held the loop in ``window``, by line."""
+    series = p.selector(f"{p.BLOCK}_sum", **_service(m))
+    return f"sum {p.by(*p.LOOP_KEY, *p.SITE_KEY)} (increase({series}[{window}]))"
+
+
+_OWN_CAUSES: Final = "~" + "|".join(semconv.BLOCK_CAUSES_OWN)
 
 
 def loop_blocked(m: Matchers, window: str) -> str:
-    """Blocked-loop spans in ``window``, counted by the collector's span metrics connector."""
-    return f"sum {LOOP_BY} (increase({_blocked_calls(m)}[{window}]))"
+    """Callbacks that blocked the loop themselves in ``window``, all lines together."""
+    series = p.selector(f"{p.BLOCK}_count", **_service(m), **{p.BLOCK_CAUSE: _OWN_CAUSES})
+    return f"sum {LOOP_BY} (increase({series}[{window}]))"
 
 
 def loop_blocked_per_minute(m: Matchers, window: str) -> str:
-    """Blocked-loop spans per minute (a rate: no double counting across panel points)."""
-    return f"60 * sum {LOOP_BY} (rate({_blocked_calls(m)}[{window}]))"
+    """Blocks per minute by cause (a rate: no double counting across panel points)."""
+    series = p.selector(f"{p.BLOCK}_count", **_service(m))
+    return f"60 * sum {p.by(*p.LOOP_KEY, p.BLOCK_CAUSE)} (rate({series}[{window}]))"
 
 
 # --- Traces-only users: the span metrics of executor.wait spans ----------------------
@@ -200,5 +265,13 @@ def llm_tokens_per_second(m: Matchers, window: str) -> str:
 
 def llm_pinned_workers(m: Matchers, window: str) -> str:
     """Workers held by sync LLM calls on average: their seconds per second, by pool."""
-    total = p.selector(f"{p.LLM_DURATION}_sum", **{**m, p.POOL: m.get(p.POOL, "~.+")})
-    return f"sum {p.by(p.SERVICE, p.INSTANCE, p.POOL)} (rate({total}[{window}]))"
+    return f"sum {p.by(p.SERVICE, p.INSTANCE, p.POOL)} (rate({_llm_on_pools(m)}[{window}]))"
+
+
+def llm_pinned_seconds(m: Matchers, window: str) -> str:
+    """Worker-seconds spent in sync LLM calls in ``window``, by pool."""
+    return f"sum {p.by(p.SERVICE, p.INSTANCE, p.POOL)} (increase({_llm_on_pools(m)}[{window}]))"
+
+
+def _llm_on_pools(m: Matchers) -> str:
+    return p.selector(f"{p.LLM_DURATION}_sum", **{**m, p.POOL: m.get(p.POOL, "~.+")})
