@@ -3,7 +3,8 @@
 bare: no telemetry. otel: OpenTelemetryMiddleware alone. poolscope: the full
 poolscope setup (executor instrumentation, loop monitor, PoolscopeMiddleware).
 poolscope-no-run-spans: the same with ``run_spans=False`` (wait spans, metrics
-and the roll-up stay).
+and the roll-up stay). poolscope-no-loop-monitor: full poolscope without the
+event-loop signals (lag, utilization, blocks): what those cost per request.
 Both instrumented configurations use the same SDK providers, exporting to
 exporters that discard, so the figures are the instrumentation's own cost.
 """
@@ -82,13 +83,14 @@ def build() -> Any:
         return OpenTelemetryMiddleware(
             app, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
-    if config in ("poolscope", "poolscope-no-run-spans"):
+    if config in ("poolscope", "poolscope-no-run-spans", "poolscope-no-loop-monitor"):
         import poolscope
 
         poolscope.instrument(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
-            run_spans=config == "poolscope",
+            run_spans=config != "poolscope-no-run-spans",
+            loop_monitor=config != "poolscope-no-loop-monitor",
         )
         return poolscope.PoolscopeMiddleware(
             app, tracer_provider=tracer_provider, meter_provider=meter_provider

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CONFIGS = ("bare", "otel", "poolscope", "poolscope-no-run-spans")
+CONFIGS = ("bare", "otel", "poolscope", "poolscope-no-run-spans", "poolscope-no-loop-monitor")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 

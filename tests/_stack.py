@@ -121,6 +121,13 @@ class Service:
         self._log_file.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a live process has used (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tcp_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -251,10 +258,12 @@ def start_app(
     return f"http://127.0.0.1:{port}"
 
 
-def start_fake_llm(start: Callable[..., Service]) -> str:
+def start_fake_llm(start: Callable[..., Service], *options: str) -> str:
+    """The fake LLM server; ``options`` are its command-line options (its latency)."""
     port = free_port()
     llm = start(
-        "fake_llm", [sys.executable, str(ROOT / "examples" / "fake_llm.py"), "--port", str(port)]
+        "fake_llm",
+        [sys.executable, str(ROOT / "examples" / "fake_llm.py"), "--port", str(port), *options],
     )
     llm.wait_ready(lambda: tcp_open(port))
     return f"http://127.0.0.1:{port}"

@@ -113,6 +113,20 @@ def test_diagnose_says_when_the_source_cannot_be_read(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--at", "yesterday"], "expected Unix seconds or an ISO 8601 time"),
+        (["--at", "2026-12-01T14:05:00Z"], "--at reads the past from a Prometheus server"),
+    ],
+)
+def test_diagnose_rejects_a_bad_or_misplaced_at(arguments: list[str], message: str) -> None:
+    result = _run("diagnose", "http://127.0.0.1:9/metrics", *arguments)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_diagnose_names_the_starved_pool_of_a_running_app_and_exits_1(tmp_path: Path) -> None:
     with services(tmp_path) as start:
         app, url = _naive_app(start)

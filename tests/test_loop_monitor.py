@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import subprocess
@@ -90,6 +91,32 @@ def test_a_blocked_loop_is_reported_with_the_blocking_line(telemetry: Telemetry,
     [lag] = telemetry.points(semconv.METRIC_EVENTLOOP_LAG)
     assert lag.max >= 0.2
     assert list(lag.explicit_bounds) == list(semconv.LAG_BUCKETS)
+
+
+async def collecting_endpoint(request: Request) -> PlainTextResponse:
+    gc.collect()  # a full collection of the large heap below: the loop stops, nobody's call
+    return PlainTextResponse("collected")
+
+
+def test_a_garbage_collection_that_stops_the_loop_is_a_gc_block(telemetry: Telemetry) -> None:
+    heap = [[i] for i in range(3_000_000)]  # ~0.2 s per full collection on this machine
+    served = Starlette(
+        routes=[Route("/collect", collecting_endpoint), Route("/async", async_endpoint)],
+        middleware=[Middleware(PoolscopeMiddleware, tracer_provider=telemetry.tracer_provider)],
+    )
+    with serve(served) as url, httpx.Client(base_url=url, timeout=30) as client:
+        client.get("/async")
+        time.sleep(0.1)
+        assert client.get("/collect").text == "collected"
+        time.sleep(0.2)
+    del heap
+
+    [blocked] = telemetry.spans(semconv.SPAN_EVENTLOOP_BLOCKED)
+    attributes = blocked.attributes or {}
+    assert attributes[semconv.ATTR_EVENTLOOP_BLOCKED_CAUSE] == semconv.BLOCK_CAUSE_GC, attributes
+    gc_time = float(attributes[semconv.ATTR_EVENTLOOP_BLOCKED_GC_TIME])
+    assert gc_time >= 0.5 * duration_ms(blocked) / 1000, (gc_time, duration_ms(blocked))
+    assert semconv.BLOCK_CAUSE_GC not in semconv.BLOCK_CAUSES_OWN
 
 
 def test_a_fully_async_endpoint_under_load_has_low_lag_and_no_waits(telemetry: Telemetry) -> None:

@@ -36,6 +36,7 @@ from tools.stackgen import alerts, dashboard
 from _stack import (
     ROOT,
     Prometheus,
+    cpu_seconds,
     http_get,
     services,
     start_app,
@@ -52,14 +53,19 @@ pytestmark = pytest.mark.slow
 
 NAIVE = "naive-llm-app"
 FIXED = "fixed-llm-app"
-LOAD_SECONDS = 40
+LOAD_SECONDS = 50
 DEFAULT_EXECUTOR_LIMIT = min(32, (os.cpu_count() or 1) + 4)
+LOAD_GENERATOR_CORES = 0.8
+"""Above this a (single-threaded) load generator is the limit, not the app."""
 ANYIO_LIMIT = 40
 
 # Closed-loop workers per route (PATH:CONCURRENCY[:PAUSE]). The naive app gets
 # more callers than its default executor (/chat, /search) and anyio's limiter
 # (/summary, /stream) have seats, and an occasional call that blocks its loop.
-NAIVE_LOAD = ["/chat:12", "/search:6", "/summary:45", "/stream:8", "/classify:1:3"]
+# Five callers per seat of the default executor: its queue stays long enough
+# to keep every worker busy through a blocked loop (no new tasks arrive then)
+# and the load generator's round trips on a busy 2-core machine.
+NAIVE_LOAD = ["/chat:20", "/search:10", "/summary:45", "/stream:8", "/classify:1:3"]
 FIXED_LOAD = ["/chat:10", "/search:5", "/summary:10", "/stream:5", "/classify:1:3"]
 
 
@@ -91,7 +97,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         jaeger = start_jaeger(start)
         collector = start_collector(start, trace_store_port=jaeger["otlp"])
         prometheus = start_prometheus(start, directory, f"127.0.0.1:{collector['prometheus']}")
-        llm = start_fake_llm(start)
+        # a slow model (0.75 s a call) keeps the request rate, and the CPU the load
+        # generators and the apps need, well within a 2-core machine shared by the stack
+        llm = start_fake_llm(start, "--first-token-ms", "600")
         naive = start_app(start, "naive_app", llm_url=llm, otlp_port=collector["grpc"])
         fixed = start_app(start, "fixed_app", llm_url=llm, otlp_port=collector["grpc"])
         for app in (naive, fixed):  # pools appear on first use
@@ -112,6 +120,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         time.sleep(max(0.0, started + LOAD_SECONDS - 4 - time.monotonic()))
         evaluated_at = time.time() - 2  # scraped by now: export, batch and scrape are 1 s each
         firing = prometheus.api("alerts")["alerts"]
+        elapsed = time.monotonic() - started
+        for job, process in loads.items():  # a saturated load generator sends bursts
+            cores = cpu_seconds(process.pid) / elapsed
+            assert cores < LOAD_GENERATOR_CORES, (
+                f"the load generator of {job} used {cores:.2f} cores: it, not the app, "
+                "was the limit"
+            )
         for job, process in loads.items():
             out, _ = process.communicate(timeout=LOAD_SECONDS + 60)
             statuses = json.loads(out)
@@ -398,7 +413,10 @@ def test_diagnose_reads_every_app_from_the_prometheus_server(stack: Stack, tmp_p
             "poolscope",
             "diagnose",
             stack.prometheus.url,
-            f"--duration={LOAD_SECONDS - 6}",
+            # the load's steady part, up to the moment the other tests look at (not now:
+            # the load is over by the time this test runs)
+            f"--duration={LOAD_SECONDS - 16}",
+            f"--at={stack.evaluated_at}",
             f"--json={output}",
         ],
         capture_output=True,
@@ -407,6 +425,7 @@ def test_diagnose_reads_every_app_from_the_prometheus_server(stack: Stack, tmp_p
         check=False,
     )
     assert result.returncode == 1, result.stdout + result.stderr
+    assert f"over the {LOAD_SECONDS - 16} s up to " in result.stdout
     verdicts = json.loads(output.read_text())["verdicts"]
     naive = {(v["kind"], v["pool"]) for v in verdicts if v["service"] == NAIVE}
     assert ("pool_starvation", semconv.POOL_ASYNCIO_DEFAULT) in naive, result.stdout

@@ -75,6 +75,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[Served]:
             httpx.get(f"{url}/ping", timeout=10)  # the first request starts the loop monitor
             yield Served(url, f"http://127.0.0.1:{port}/metrics", telemetry, request.param)
     finally:
+        app.state.crunch_pool.shutdown(cancel_futures=True)
         poolscope.uninstrument()
         server.shutdown()
         server.server_close()
@@ -134,7 +135,15 @@ def test_a_cpu_bound_async_app_is_cpu_bound_and_nothing_else(
     assert "more processes" in found["verdicts"][0]["advice"]
     telemetry = served.telemetry
     assert telemetry.spans(semconv.SPAN_WAIT) == []
-    assert telemetry.spans(semconv.SPAN_EVENTLOOP_BLOCKED) == []
+    # A loop that keeps up in 1 ms slices: none of its callbacks holds the loop. A full
+    # garbage collection of a large heap, or a wait for a core, can: those blocks say so.
+    blamed = [
+        (duration_ms(span), dict(span.attributes or {}))
+        for span in telemetry.spans(semconv.SPAN_EVENTLOOP_BLOCKED)
+        if (span.attributes or {}).get(semconv.ATTR_EVENTLOOP_BLOCKED_CAUSE)
+        in semconv.BLOCK_CAUSES_OWN
+    ]
+    assert blamed == []
 
 
 def test_each_blocking_request_is_its_own_blocked_span_and_the_loop_is_blocked(

@@ -233,8 +233,12 @@ def test_a_full_pool_of_tasks_waiting_on_nested_work_is_reported_as_deadlocked(
     pool: the classic self-deadlock. poolscope ends the stuck tasks' wait spans with
     an error while they still hang, then the outer tasks give up and all recovers."""
     release = threading.Event()
+    # Both outers hold a worker before either nests: else the first can submit its nested
+    # work ahead of the second outer, and a free worker runs it (no deadlock to report).
+    both_running = threading.Barrier(2)
 
     def outer(pool: ThreadPoolExecutor) -> str:
+        both_running.wait(timeout=10)
         nested = pool.submit(abs, -1)
         while not release.is_set():  # waits on the nested result, as app code would
             try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ._demo import DemoError
 from ._errors import ConfigurationError
 from ._readings import SourceError
-from ._watch import DEFAULT_ENDPOINT_SECONDS, DEFAULT_SERVER_SECONDS
+from ._watch import DEFAULT_ENDPOINT_SECONDS, DEFAULT_SERVER_SECONDS, moment
 
 __all__ = ["main"]
 
@@ -126,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     check.add_argument(
+        "--at",
+        type=moment,
+        metavar="TIME",
+        help=(
+            "a Prometheus server only: judge the --duration seconds up to TIME (Unix seconds "
+            "or ISO 8601, e.g. 2026-12-01T14:05:00Z) instead of up to now"
+        ),
+    )
+    check.add_argument(
         "--json", type=Path, metavar="FILE", help="also write the verdicts as JSON to FILE"
     )
     return parser
@@ -152,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "diagnose":
             from ._watch import run_diagnose
 
-            return run_diagnose(args.url, seconds=args.duration, json_output=args.json)
+            return run_diagnose(args.url, seconds=args.duration, at=args.at, json_output=args.json)
         from ._top import run_top
 
         return run_top(args.url, interval=args.interval, once=args.once)

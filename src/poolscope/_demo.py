@@ -369,7 +369,9 @@ class _Sampler:
     async def run(self) -> None:
         while not self._stop.is_set():
             with suppress(_readings.SourceError):  # a sample missed under load
-                self.samples.append(await asyncio.to_thread(_readings.read, self.url))
+                self.samples.append(
+                    await asyncio.to_thread(_readings.read, self.url, gauges_only=True)
+                )
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), SAMPLE_INTERVAL_S)
 

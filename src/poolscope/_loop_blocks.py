@@ -233,6 +233,8 @@ class Evidence:
 
     The block's ``asyncio.eventloop.blocked.cause`` follows from it, in this order:
 
+    * ``gc``: garbage collection ran for most of the block (on any thread: it holds
+      the GIL), whatever callback it interrupted;
     * ``cpu``: the loop thread ran on a CPU for most of the block (the callback's work);
     * ``cpu_wait``: it was runnable but waited for a core (the machine is out of CPU);
     * ``call``: most of several samples found it in a system call other than a
@@ -283,9 +285,10 @@ class Evidence:
         measured = max(now - self.since_ns, 1) / 1e9
         duration = max(end_ns - start_ns, 0) / 1e9
         on_cpu = max(self.clock.cpu() - self.cpu, 0.0) / measured
+        collecting = gc_pauses.overlap(start_ns, end_ns)
         found: dict[str, Any] = {
             semconv.ATTR_EVENTLOOP_BLOCKED_CPU_TIME: round(min(on_cpu, 1.0) * duration, 4),
-            semconv.ATTR_EVENTLOOP_BLOCKED_GC_TIME: round(gc_pauses.overlap(start_ns, end_ns), 4),
+            semconv.ATTR_EVENTLOOP_BLOCKED_GC_TIME: round(collecting, 4),
         }
         waited = self.clock.run_queue_wait()
         runnable = None
@@ -306,7 +309,9 @@ class Evidence:
         # every sample is taken holding the GIL: the share the watchdog got is how free it was
         expected = max(now - self.since_ns, 0) / self.interval_ns
         gil_free = self.samples + 1 >= ON_CPU * expected  # + 1: the sample that ended it
-        if on_cpu >= ON_CPU:
+        if collecting >= ON_CPU * duration:
+            cause = semconv.BLOCK_CAUSE_GC
+        elif on_cpu >= ON_CPU:
             cause = semconv.BLOCK_CAUSE_CPU
         elif runnable is not None and runnable >= ON_CPU:
             cause = semconv.BLOCK_CAUSE_CPU_WAIT

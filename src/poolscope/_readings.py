@@ -297,6 +297,28 @@ _COUNTERS: Final = {p.PROCESS_CPU: p.CPU_MODE, p.LOOP_TIME: p.LOOP_STATE, p.LOOP
 _CPU_MODES: Final = frozenset({semconv.CPU_MODE_USER, semconv.CPU_MODE_SYSTEM})
 
 
+_GAUGE_SERIES: Final = (p.TARGET_INFO, p.WORKERS, p.LIMIT, p.PENDING)
+_READ_SERIES: Final = (
+    *_GAUGE_SERIES,
+    p.WAIT,
+    p.RUN,
+    p.LAG,
+    p.BLOCK,
+    p.LOOP_TIME,
+    p.LOOP_CPU,
+    p.PROCESS_CPU,
+    f"{p.LLM_DURATION}_sum",
+)
+"""What a snapshot holds. An app's endpoint serves much more (request-latency buckets per
+route, the SDK's own series): parsing only these keeps a reader's cost down while it
+samples an app under load."""
+
+
+def _only(text: str, series: tuple[str, ...]) -> str:
+    """The sample lines of ``series`` in ``text`` (metadata lines dropped: not needed)."""
+    return "".join(line for line in text.splitlines(keepends=True) if line.startswith(series))
+
+
 def _parse_exposition(text: str, *, instance: str) -> Snapshot:
     try:
         from prometheus_client.parser import text_string_to_metric_families
@@ -345,12 +367,16 @@ def is_prometheus_server(url: str) -> bool:
     return not path.endswith("/metrics")
 
 
-def read(url: str, *, timeout: float = 5.0) -> Snapshot:
-    """Read every pool and process from an app's Prometheus endpoint (a URL ending in /metrics)."""
+def read(url: str, *, timeout: float = 5.0, gauges_only: bool = False) -> Snapshot:
+    """Read every pool and process from an app's Prometheus endpoint (a URL ending in /metrics).
+
+    ``gauges_only``: just busy, pending and limit (a sample between two full reads).
+    """
     parts = _check_url(url)
     if is_prometheus_server(url):
         raise SourceError(f"{url} is not an app's /metrics endpoint")
-    return _parse_exposition(_get(url, timeout), instance=parts.netloc)
+    text = _only(_get(url, timeout), _GAUGE_SERIES if gauges_only else _READ_SERIES)
+    return _parse_exposition(text, instance=parts.netloc)
 
 
 def _rate(later: float | None, earlier: float | None, seconds: float) -> float | None:
@@ -459,8 +485,9 @@ def _process_window(
 # --- A Prometheus server (many services and instances) -------------------------------
 
 
-def _query(base: str, expr: str, timeout: float) -> list[dict[str, Any]]:
-    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+def _query(base: str, expr: str, timeout: float, at: float | None = None) -> list[dict[str, Any]]:
+    params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode(params)}"
     not_prometheus = SourceError(
         f"{base} does not look like a Prometheus server (for an app's own endpoint, "
         "give its URL ending in /metrics)"
@@ -485,11 +512,15 @@ def _query(base: str, expr: str, timeout: float) -> list[dict[str, Any]]:
 
 
 def _by_key(
-    base: str, queries: Mapping[str, str], key: Sequence[str], timeout: float
+    base: str,
+    queries: Mapping[str, str],
+    key: Sequence[str],
+    timeout: float,
+    at: float | None,
 ) -> dict[tuple[str, ...], dict[str, float]]:
     values: dict[tuple[str, ...], dict[str, float]] = {}
     for name, expr in queries.items():
-        for series in _query(base, expr, timeout):
+        for series in _query(base, expr, timeout, at):
             labels = series["metric"]
             value = float(series["value"][1])
             if not math.isnan(value):
@@ -503,15 +534,21 @@ def _seconds(window: str) -> int:
     return int(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
 
 
-def windows_from_prometheus(url: str, window: str = "5m", *, timeout: float = 10.0) -> Windows:
+def windows_from_prometheus(
+    url: str, window: str = "5m", *, at: float | None = None, timeout: float = 10.0
+) -> Windows:
     """What every pool and process did over the last ``window``, from a Prometheus server.
 
     The input :func:`poolscope.diagnose` takes (``diagnose(*windows)``): one
     ``PoolWindow`` per (service, instance, pool) and one ``ProcessWindow``
     per (service, instance), computed by Prometheus with the queries the
     alerts use (median busy over the window against the pool's own limit).
+    ``at`` (Unix seconds) ends the window at that moment instead of now: the
+    minutes of an incident, read afterwards.
     """
     _check_url(url)
+    if at is not None and not (math.isfinite(at) and 0 < at <= time.time() + 60):
+        raise SourceError(f"at must be a Unix time, not in the future, got {at!r}")
     base = url.rstrip("/")
     seconds = _seconds(window)
     m = q.NO_MATCHERS
@@ -530,8 +567,9 @@ def windows_from_prometheus(url: str, window: str = "5m", *, timeout: float = 10
         },
         p.POOL_KEY,
         timeout,
+        at,
     )
-    llm = _by_key(base, {"llm": q.llm_pinned_seconds(m, window)}, p.POOL_KEY[:3], timeout)
+    llm = _by_key(base, {"llm": q.llm_pinned_seconds(m, window)}, p.POOL_KEY[:3], timeout, at)
     pools = [
         PoolWindow(
             pool=pool,
@@ -564,6 +602,7 @@ def windows_from_prometheus(url: str, window: str = "5m", *, timeout: float = 10
         },
         p.LOOP_KEY,
         timeout,
+        at,
     )
     sites: dict[tuple[str, ...], list[BlockSite]] = {}
     block_values = _by_key(
@@ -571,6 +610,7 @@ def windows_from_prometheus(url: str, window: str = "5m", *, timeout: float = 10
         {"count": q.block_count(m, window), "seconds": q.block_seconds(m, window)},
         (*p.LOOP_KEY, *p.SITE_KEY),
         timeout,
+        at,
     )
     for (service, instance, function, path, line, cause), found in block_values.items():
         if found.get("count"):

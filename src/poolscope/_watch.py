@@ -3,7 +3,8 @@
 From an app's Prometheus endpoint it scrapes once a second for
 ``--duration`` seconds (the gauges' medians need several samples) and
 judges the whole span as one window; from a Prometheus server it reads the
-last ``--duration`` seconds of every app and instance there. The verdicts of
+last ``--duration`` seconds of every app and instance there (up to ``--at``,
+if given). The verdicts of
 :func:`poolscope.diagnose` are printed in plain words, and with ``--json``
 written as ``{"verdicts": [{"kind", "service", "instance", "pool", "limit",
 "evidence", "advice"}, ...]}``.
@@ -14,7 +15,9 @@ cannot be read (one line on stderr, no traceback).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import datetime
 import json
 import sys
 import time
@@ -31,7 +34,7 @@ from ._readings import (
     windows_from_prometheus,
 )
 
-__all__ = ["DEFAULT_ENDPOINT_SECONDS", "DEFAULT_SERVER_SECONDS", "run_diagnose"]
+__all__ = ["DEFAULT_ENDPOINT_SECONDS", "DEFAULT_SERVER_SECONDS", "moment", "run_diagnose"]
 
 DEFAULT_ENDPOINT_SECONDS: Final = 10.0
 DEFAULT_SERVER_SECONDS: Final = 300.0
@@ -43,10 +46,12 @@ def _watch_endpoint(url: str, seconds: float) -> Windows:
     first = read(url)
     samples = []
     deadline = first.taken_at + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(SCRAPE_INTERVAL_S, left))
-        samples.append(read(url))
-    return windows(first, samples[-1], samples)
+    while (left := deadline - time.monotonic()) > SCRAPE_INTERVAL_S:
+        time.sleep(SCRAPE_INTERVAL_S)
+        samples.append(read(url, gauges_only=True))
+    time.sleep(max(left, 0.0))
+    last = read(url)
+    return windows(first, last, [*samples, last])
 
 
 def _check_found(found: Windows, url: str) -> None:
@@ -100,10 +105,28 @@ def results(diagnosis: Diagnosis, found: Windows, source: str, seconds: float) -
     }
 
 
+def moment(text: str) -> float:
+    """``--at``: Unix seconds, or an ISO 8601 time (UTC unless it names its zone)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected Unix seconds or an ISO 8601 time such as 2026-12-01T14:05:00Z, got {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
+
+
 def run_diagnose(
     url: str,
     *,
     seconds: float | None = None,
+    at: float | None = None,
     json_output: Path | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
@@ -118,13 +141,22 @@ def run_diagnose(
             f"for {'a Prometheus server' if server else 'an app endpoint'}, got {seconds:g}\n"
         )
         return 2
+    if at is not None and not server:
+        err.write(
+            "poolscope diagnose: --at reads the past from a Prometheus server; "
+            f"{url} is an app's own endpoint, which only has the present\n"
+        )
+        return 2
     if json_output is not None and not json_output.resolve().parent.is_dir():
         err.write(f"poolscope diagnose: --json: directory {json_output.parent} does not exist\n")
         return 2
     try:
         if server:
-            found = windows_from_prometheus(url, f"{seconds:.0f}s")
+            found = windows_from_prometheus(url, f"{seconds:.0f}s", at=at)
             covers = f"the last {seconds:.0f} s"
+            if at is not None:
+                ended = datetime.datetime.fromtimestamp(at, datetime.UTC)
+                covers = f"the {seconds:.0f} s up to {ended:%Y-%m-%d %H:%M:%S} UTC"
         else:
             found = _watch_endpoint(url, seconds)
             covers = f"{seconds:g} s of scrapes"

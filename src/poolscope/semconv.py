@@ -67,6 +67,7 @@ __all__ = [
     "BLOCK_CAUSE_CALL",
     "BLOCK_CAUSE_CPU",
     "BLOCK_CAUSE_CPU_WAIT",
+    "BLOCK_CAUSE_GC",
     "BLOCK_CAUSE_GIL",
     "BUCKETS_PER_DECADE",
     "CPU_MODE_SYSTEM",
@@ -345,6 +346,7 @@ BLOCK_CAUSE_CPU: Final = "cpu"
 BLOCK_CAUSE_CALL: Final = "call"
 BLOCK_CAUSE_GIL: Final = "gil"
 BLOCK_CAUSE_CPU_WAIT: Final = "cpu_wait"
+BLOCK_CAUSE_GC: Final = "gc"
 BLOCK_CAUSES_OWN: Final = (BLOCK_CAUSE_CPU, BLOCK_CAUSE_CALL)
 """Causes of a block that the blocking callback is to blame for."""
 

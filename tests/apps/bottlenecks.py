@@ -26,8 +26,6 @@ BLOCK_S = 0.3
 CRUNCH_S = 0.05
 CRUNCH_WORKERS = 8
 
-crunch_pool = ThreadPoolExecutor(CRUNCH_WORKERS, thread_name_prefix="crunch")
-
 
 def _spin(seconds: float) -> int:
     """Run Python bytecode (holding the GIL) for ``seconds`` of the thread's own CPU time."""
@@ -52,7 +50,7 @@ async def block(request: Request) -> PlainTextResponse:
 
 async def crunch(request: Request) -> PlainTextResponse:
     loop = asyncio.get_running_loop()
-    turns = await loop.run_in_executor(crunch_pool, _spin, CRUNCH_S)
+    turns = await loop.run_in_executor(request.app.state.crunch_pool, _spin, CRUNCH_S)
     return PlainTextResponse(str(turns))
 
 
@@ -61,7 +59,8 @@ async def ping(request: Request) -> PlainTextResponse:
 
 
 def create_app() -> Starlette:
-    return Starlette(
+    """The app; shut ``app.state.crunch_pool`` down when done with it."""
+    app = Starlette(
         routes=[
             Route("/burn", burn),
             Route("/block", block),
@@ -69,3 +68,5 @@ def create_app() -> Starlette:
             Route("/ping", ping),
         ]
     )
+    app.state.crunch_pool = ThreadPoolExecutor(CRUNCH_WORKERS, thread_name_prefix="crunch")
+    return app

@@ -348,8 +348,8 @@ def loop_blocked() -> timeseries.Panel:
             "Event loop blocked, per minute",
             "Callbacks that held the loop past the block threshold "
             "(asyncio.eventloop.block.duration), by cause: cpu and call are the callback's own "
-            "doing; gil and cpu_wait mean the loop waited for the GIL or a core. Each "
-            "asyncio.eventloop.blocked span carries the stack.",
+            "doing; gil and cpu_wait mean the loop waited for the GIL or a core, gc for a "
+            "garbage collection. Each asyncio.eventloop.blocked span carries the stack.",
             "short",
         )
         .with_target(
