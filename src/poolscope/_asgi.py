@@ -8,14 +8,16 @@ Built on ``opentelemetry-instrumentation-asgi``'s ``OpenTelemetryMiddleware``
   (and ``executor.spans.dropped`` when the span budget ran out);
 * ``http.route`` as the route template, and the span named ``{method} {route}``;
 * the event-loop monitor started on the serving loop;
-* the values of the query string and the User-Agent replaced with
-  ``REDACTED`` on the server span, whoever made it (OpenTelemetry's ASGI
-  middleware, FastAPI's own telemetry), unless ``capture_request_details``:
-  a query string often carries a prompt, an e-mail address or a token.
+* the values of the query string replaced with ``REDACTED`` on the server
+  span, whoever made it (OpenTelemetry's ASGI middleware, Starlette's or
+  FastAPI's own telemetry), unless ``capture_request_details``: a query
+  string often carries a prompt, an e-mail address or a token. The
+  User-Agent stays, as the HTTP conventions recommend (``user_agent.original``).
 
-If a server span is already current (``opentelemetry-instrumentation-fastapi``
-or an ``OpenTelemetryMiddleware`` outside this one), no second span is made:
-that span is enriched instead.
+If a server span is already current (Starlette's or FastAPI's own telemetry,
+``opentelemetry-instrumentation-fastapi``, an ``OpenTelemetryMiddleware``
+outside this one), no second span is made: that span gets the roll-up, and
+keeps its name and route, which its maker sets.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ._rollup import RequestRollup, current_rollup
 from ._route import span_details
 from ._safety import logger, report_internal_error
 
-__all__ = ["PoolscopeMiddleware"]
+__all__ = ["PoolscopeMiddleware", "RollupMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,20 +52,33 @@ def _is_server_span(span: Span) -> bool:
 
 
 class _RollupApp:
-    """Inner ASGI app: opens the roll-up, runs the app, writes it on the server span."""
+    """Inner ASGI app: opens the roll-up, runs the app, writes it on the server span.
 
-    def __init__(self, app: ASGIApp, span_budget: int | None, standalone: Settings) -> None:
+    ``names_span``: the span is our own OpenTelemetryMiddleware's, so a route
+    learnt only while routing names it; someone else's span keeps its name.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        span_budget: int | None,
+        standalone: Settings,
+        *,
+        names_span: bool = True,
+    ) -> None:
         self.app = app
         self.span_budget = span_budget
         self.standalone = standalone  # when poolscope.instrument() is not active
+        self.names_span = names_span
 
     def settings(self) -> Settings:
         telemetry = _runtime.state.telemetry
         return telemetry.settings if telemetry else self.standalone
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if current_rollup.get() is not None:
-            # Another PoolscopeMiddleware outside this one already rolls up.
+        if scope["type"] != "http" or current_rollup.get() is not None:
+            # A websocket's span (if any) carries no roll-up; or another
+            # PoolscopeMiddleware outside this one already rolls up.
             await self.app(scope, receive, send)
             return
         span = trace.get_current_span()
@@ -83,7 +98,7 @@ class _RollupApp:
             nonlocal written
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 written = True
-                _write_safely(span, rollup, scope)
+                _write_safely(span, rollup, scope, self.names_span)
             await send(message)
 
         token = current_rollup.set(rollup)
@@ -92,7 +107,7 @@ class _RollupApp:
         finally:
             current_rollup.reset(token)
             if not written:  # no complete body sent (error, disconnect): write now
-                _write_safely(span, rollup, scope)
+                _write_safely(span, rollup, scope, self.names_span)
 
 
 def _redact_safely(span: Span) -> None:
@@ -105,9 +120,9 @@ def _redact_safely(span: Span) -> None:
         report_internal_error("redacting the server span")
 
 
-def _write_safely(span: Span, rollup: RequestRollup, scope: Scope) -> None:
+def _write_safely(span: Span, rollup: RequestRollup, scope: Scope, names_span: bool) -> None:
     try:
-        _write(span, rollup, scope)
+        _write(span, rollup, scope, names_span)
     except Exception:
         report_internal_error("writing the request roll-up")
 
@@ -118,7 +133,6 @@ _URL_VALUED: Final = (
     semconv.ATTR_HTTP_URL_OLD,
     semconv.ATTR_HTTP_TARGET_OLD,
 )
-_USER_AGENT: Final = (semconv.ATTR_USER_AGENT_ORIGINAL, semconv.ATTR_HTTP_USER_AGENT_OLD)
 
 
 _PARAMETER_NAME: Final = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
@@ -153,15 +167,31 @@ def redacted(attributes: Mapping[str, Any]) -> dict[str, str]:
         if isinstance(value, str) and "?" in value:
             base, _, query = value.partition("?")
             found[key] = f"{base}?{_redact_query(query.partition('#')[0])}"
-    for key in _USER_AGENT:
-        if key in attributes:
-            found[key] = semconv.REDACTED
     return found
 
 
-def _write(span: Span, rollup: RequestRollup, scope: Scope) -> None:
+def _write(span: Span, rollup: RequestRollup, scope: Scope, names_span: bool) -> None:
     if not _is_server_span(span):
         return
+    if rollup.task_count or rollup.spans_dropped or rollup.pinned_llm_ns:
+        # only on requests that handed work to a pool: the others' spans stay as made
+        span.set_attributes(_figures(rollup))
+    attributes = getattr(span, "attributes", None) or {}
+    if not names_span or semconv.ATTR_HTTP_ROUTE in attributes:
+        return
+    # Not matched at the start (app without routes at that level, or a route
+    # class with its own matching): take the route Starlette recorded while
+    # routing, for the span at least.
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        prefix = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
+        template = prefix + path
+        span.set_attribute(semconv.ATTR_HTTP_ROUTE, template)
+        span.update_name(f"{scope.get('method', 'HTTP')} {template}")
+
+
+def _figures(rollup: RequestRollup) -> dict[str, float | int | bool]:
     figures: dict[str, float | int | bool] = {
         semconv.ATTR_EXECUTOR_WAIT_TOTAL: rollup.wait_total_ns / 1e9,
         semconv.ATTR_EXECUTOR_WAIT_MAX: rollup.wait_max_ns / 1e9,
@@ -172,19 +202,21 @@ def _write(span: Span, rollup: RequestRollup, scope: Scope) -> None:
     if rollup.pinned_llm_ns:
         figures[semconv.ATTR_EXECUTOR_PINNED_LLM] = True
         figures[semconv.ATTR_EXECUTOR_PINNED_LLM_DURATION] = rollup.pinned_llm_ns / 1e9
-    span.set_attributes(figures)
-    attributes = getattr(span, "attributes", None) or {}
-    if semconv.ATTR_HTTP_ROUTE in attributes:
-        return
-    # Not matched at the start (app without routes at that level): take the
-    # route Starlette recorded while routing, for the span at least.
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if isinstance(path, str):
-        prefix = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
-        template = prefix + path
-        span.set_attribute(semconv.ATTR_HTTP_ROUTE, template)
-        span.update_name(f"{scope.get('method', 'HTTP')} {template}")
+    return figures
+
+
+class RollupMiddleware:
+    """The roll-up (and the loop monitor) for a server span that another
+    middleware, outside this one, makes: Starlette's or OpenTelemetry's."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._rollup = _RollupApp(app, None, _standalone_settings(None), names_span=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            _runtime.on_serving_loop()
+        await self._rollup(scope, receive, send)
 
 
 def _standalone_settings(max_spans_per_request: int | None) -> Settings:
@@ -207,7 +239,8 @@ class PoolscopeMiddleware:
     Use it as ``app.add_middleware(PoolscopeMiddleware)`` or as a plain
     wrapper, ``app = PoolscopeMiddleware(app)``. Keywords other than
     ``max_spans_per_request`` go to ``OpenTelemetryMiddleware`` (for example
-    ``excluded_urls``, ``tracer_provider``, ``meter_provider``, hooks).
+    ``excluded_urls``, ``tracer_provider``, ``meter_provider``, hooks, and
+    ``default_span_details``, which then names the span instead of the route).
     """
 
     def __init__(
@@ -221,10 +254,13 @@ class PoolscopeMiddleware:
     ) -> None:
         self.app = app
         standalone = _standalone_settings(max_spans_per_request)
-        self._rollup = _RollupApp(app, max_spans_per_request, standalone)
+        names_span = "default_span_details" not in otel_options
+        # the roll-up on our own span, and on a span someone else made (theirs to name)
+        own = _RollupApp(app, max_spans_per_request, standalone, names_span=names_span)
+        self._enrich = _RollupApp(app, max_spans_per_request, standalone, names_span=False)
+        otel_options.setdefault("default_span_details", lambda scope: span_details(app, scope))
         self._otel = OpenTelemetryMiddleware(
-            self._rollup,
-            default_span_details=lambda scope: span_details(app, scope),
+            own,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             **otel_options,
@@ -237,11 +273,8 @@ class PoolscopeMiddleware:
             await (self._otel if scope["type"] == "websocket" else self.app)(scope, receive, send)
             return
         _runtime.on_serving_loop()
-        if _is_server_span(trace.get_current_span()):
-            await self._rollup(scope, receive, send)  # enrich the span someone else made
-            return
-        if self._instrumented_inside():
-            await self._rollup(scope, receive, send)
+        if _is_server_span(trace.get_current_span()) or self._instrumented_inside():
+            await self._enrich(scope, receive, send)  # the span someone else makes
             return
         await self._otel(scope, receive, send)
 
@@ -255,7 +288,7 @@ class PoolscopeMiddleware:
                 "poolscope: the app inside PoolscopeMiddleware is already instrumented by "
                 "OpenTelemetry, which makes the server span; poolscope does not make a "
                 "second one, and cannot put the wait roll-up on it or redact the query "
-                "values and User-Agent it records. Add poolscope with "
+                "values it records. Add poolscope with "
                 "app.add_middleware(PoolscopeMiddleware) instead of wrapping the app."
             )
         return True

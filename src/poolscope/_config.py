@@ -97,9 +97,9 @@ class Settings:
     ``loop_block_threshold``: seconds of lag that count as a blocked loop.
     ``capture_content``: record LLM prompts and completions on spans (personal
     data: off unless asked for). ``content_max_length``: characters kept of each.
-    ``capture_request_details``: keep query values and the User-Agent on the
-    server span; by default they are replaced with ``REDACTED`` (a query string
-    often carries the prompt or a token).
+    ``capture_request_details``: keep query values on the server span; by
+    default they are replaced with ``REDACTED`` (a query string often carries
+    the prompt or a token).
     """
 
     wait_span_threshold: float = _DEFAULT_WAIT_SPAN_THRESHOLD

@@ -276,8 +276,14 @@ _watchdog = _Watchdog()
 
 
 def monitor_loop(telemetry: Telemetry) -> None:
-    """Start monitoring the running loop, once per loop. Call on the loop."""
-    loop = asyncio.get_running_loop()
+    """Start monitoring the running loop, once per loop. Call on the loop.
+
+    Not on an asyncio loop (an ASGI app served under trio): nothing to monitor.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
     if loop in _watchdog.monitors:
         return
     monitor = LoopMonitor(loop, telemetry)

@@ -6,8 +6,8 @@ queued task can ever start: the pool is deadlocked, and the requests behind it
 hang without an error. Nothing ends, so no span would ever be exported.
 
 Each task submitted from a worker of the same pool is marked nested (spans get
-``executor.task.nested`` = true) and watched while it waits. A watcher thread,
-alive only while nested tasks wait, looks for the deadlock's signature: the
+``executor.task.nested`` = true) and watched while it waits. poolscope's
+background thread, while nested tasks wait, looks for the deadlock's signature: the
 pool is full, and every busy worker runs a task that has nested work still
 waiting, for longer than :data:`DEADLOCK_AFTER_S`, and is itself blocked
 waiting (in ``threading.Condition.wait``, where ``Future.result`` waits). Then each of those waiting
@@ -26,7 +26,8 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Final
 
-from ._safety import logger, report_internal_error
+from . import _background
+from ._safety import logger
 
 if TYPE_CHECKING:
     from ._pools import Pool
@@ -47,31 +48,22 @@ class _Watch:
     def reset(self) -> None:
         self.lock = threading.Lock()
         self.waiting: list[Task] = []
-        self.thread: threading.Thread | None = None
         self.warned: set[str] = set()
 
     def add(self, task: Task) -> None:
         with self.lock:
             self.waiting.append(task)
-            if self.thread is None:
-                self.thread = threading.Thread(
-                    target=self._run, name="poolscope-nested-watch", daemon=True
-                )
-                self.thread.start()
+        _background.ensure_running()
 
-    def _run(self) -> None:
-        while True:
-            time.sleep(_CHECK_INTERVAL_S)
-            with self.lock:
-                self.waiting = [task for task in self.waiting if task.is_waiting()]
-                if not self.waiting:
-                    self.thread = None
-                    return
-                waiting = list(self.waiting)
-            try:
-                self._check(waiting)
-            except Exception:
-                report_internal_error("watching nested offloads")
+    def watching(self) -> bool:
+        return bool(self.waiting)
+
+    def check(self) -> None:
+        with self.lock:
+            self.waiting = [task for task in self.waiting if task.is_waiting()]
+            waiting = list(self.waiting)
+        if waiting:
+            self._check(waiting)
 
     def _check(self, waiting: list[Task]) -> None:
         cutoff = time.monotonic_ns() - int(DEADLOCK_AFTER_S * 1e9)
@@ -136,7 +128,8 @@ def watch(task: Task) -> None:
 
 
 def _reset_after_fork() -> None:
-    _watch.reset()  # the watcher did not survive; the parent's tasks are not ours
+    _watch.reset()  # the parent's tasks are not ours
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+_background.every(_CHECK_INTERVAL_S, _watch.check, wanted=_watch.watching)

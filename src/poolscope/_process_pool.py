@@ -71,7 +71,7 @@ class _TimedCall:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_TimedCall, (self.fn, self.carrier))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> _Timed:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> _Timed:
         started_epoch = time.time_ns()
         started = time.monotonic_ns()
         token = context.attach(propagate.extract(self.carrier)) if self.carrier else None
@@ -90,19 +90,36 @@ class _TimedCall:
 
 
 class _ResultFuture(Future[Any]):
-    """The future handed to the caller; cancelling it cancels the real one."""
+    """The future handed to the caller; cancelling it cancels the real one.
+
+    It lets go of the real one once settled: the real future's callback holds
+    this one, and a cycle between them would keep the submitted callable (and
+    what it is bound to) alive until the cyclic garbage collector ran, where
+    without poolscope it goes when the work item is done.
+    """
 
     def __init__(self, inner: Future[Any]) -> None:
         super().__init__()
-        self._inner = inner
+        self._inner: Future[Any] | None = inner
 
     def cancel(self) -> bool:
-        if self._inner.cancel():
+        inner = self._inner
+        if inner is None:  # settled: as done as the real one
+            return super().cancel()
+        if inner.cancel():
             return super().cancel()
         return False
 
 
-def _settle(task: Task, outer: Future[Any], inner: Future[Any]) -> None:
+def _settle(task: Task, outer: _ResultFuture, inner: Future[Any]) -> None:
+    try:
+        _settle_outcome(task, outer, inner)
+    finally:
+        outer._inner = None
+        task.release_callable()
+
+
+def _settle_outcome(task: Task, outer: Future[Any], inner: Future[Any]) -> None:
     if inner.cancelled():
         task.abandon(cancelled=True)
         Future.cancel(outer)

@@ -3,9 +3,10 @@
 One ``Histogram.record`` in the OpenTelemetry SDK costs about 5 µs (attribute
 validation, hashing, locking), and every task needs two. The offloading thread
 or worker instead appends a tuple to a deque (tens of nanoseconds), and the
-records are replayed into the SDK by a background thread every
-:data:`FLUSH_INTERVAL_S`, and by every metric collection before it reads the
-histograms, so a collection never misses a finished task.
+records are replayed into the SDK by poolscope's background thread
+(:mod:`._background`) every :data:`FLUSH_INTERVAL_S`, and by every metric
+collection before it reads the histograms, so a collection never misses a
+finished task.
 
 Records of waits long enough for a span carry the context of the task's
 submitter, so the exemplars of ``executor.task.wait.duration`` still point at
@@ -26,6 +27,7 @@ from typing import Any, Final
 from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 
+from . import _background
 from ._safety import logger, report_internal_error
 
 __all__ = ["MAX_QUEUED", "drain", "dropped", "record"]
@@ -44,24 +46,7 @@ class _Recorder:
     def reset(self) -> None:
         self.queue: collections.deque[_Record] = collections.deque()
         self.drain_lock = threading.Lock()
-        self.wake = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.start_lock = threading.Lock()
         self.dropped = 0
-
-    def start(self) -> None:
-        with self.start_lock:
-            if self.thread is None:
-                self.thread = threading.Thread(
-                    target=self._run, name="poolscope-recorder", daemon=True
-                )
-                self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self.wake.wait(FLUSH_INTERVAL_S)
-            self.wake.clear()
-            drain()
 
 
 _recorder = _Recorder()
@@ -77,11 +62,9 @@ def record(
         if size >= MAX_QUEUED:
             _count_drop()
             return
-        if not _recorder.wake.is_set():  # setting an already-set Event still takes its lock
-            _recorder.wake.set()
+        _background.wake()
     queue.append((histogram, value, attributes, context))
-    if _recorder.thread is None:
-        _recorder.start()
+    _background.ensure_running()
 
 
 def drain() -> None:
@@ -115,10 +98,10 @@ def _count_drop() -> None:
 
 
 def _reset_after_fork() -> None:
-    # The flusher thread did not survive the fork and its lock may have been
-    # held; records queued before the fork belong to the parent, which
-    # flushes them itself.
+    # The drain lock may have been held; records queued before the fork belong
+    # to the parent, which flushes them itself.
     _recorder.reset()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+_background.every(FLUSH_INTERVAL_S, drain)

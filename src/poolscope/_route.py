@@ -4,6 +4,12 @@ Matched at the start of the request against the Starlette/FastAPI app's
 routes (descending into mounts), so the template is on the server span and on
 OpenTelemetry's request-duration metric from the first moment. Raw paths
 (``/items/42``) would make every URL its own span name and metric series.
+
+Only routes that match with Starlette's or FastAPI's own ``matches`` are
+asked: those are pure functions of the request. A route class with its own
+``matches`` (the application's code, which may count or log) is asked once,
+by the router; the template then comes from the route the router recorded,
+at the end of the request, and names the span only.
 """
 
 from __future__ import annotations
@@ -18,6 +24,18 @@ __all__ = ["route_template", "span_details"]
 _MAX_DEPTH = 8
 
 
+class _OwnMatching(Exception):
+    """A route with its own ``matches``: not ours to call."""
+
+
+_STOCK_MODULES: Final = frozenset({"starlette.routing", "fastapi.routing"})
+"""Where the ``matches`` of Starlette's and FastAPI's own route classes are defined."""
+
+
+def _stock(route: Any) -> bool:
+    return getattr(type(route).matches, "__module__", None) in _STOCK_MODULES
+
+
 def route_template(app: Any, scope: MutableMapping[str, Any]) -> str | None:
     """The template of the route ``scope`` would reach in ``app``, or None."""
     routes = getattr(app, "routes", None)
@@ -25,7 +43,7 @@ def route_template(app: Any, scope: MutableMapping[str, Any]) -> str | None:
         return None
     try:
         return _match(routes, dict(scope), "", 0)
-    except Exception:  # a router we do not understand: no template, never an error
+    except Exception:  # a router we do not understand, or a route with its own matching
         return None
 
 
@@ -34,6 +52,8 @@ def _match(routes: Iterable[Any], scope: dict[str, Any], prefix: str, depth: int
 
     partial: str | None = None
     for route in routes:
+        if not _stock(route):
+            raise _OwnMatching
         match, child_scope = route.matches(scope)
         if match is Match.NONE:
             continue

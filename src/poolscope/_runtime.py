@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from opentelemetry import metrics, trace
 
+from . import _background
 from ._config import (
     PATH_ANYIO,
     PATH_OPENAI,
@@ -84,6 +85,7 @@ def activate(
     with _lock:
         state.telemetry = Telemetry(settings, tracer_provider, meter_provider)
         set_name_limit(settings.max_pool_names)
+        _background.start()
         for path in settings.paths:
             _install(path)
         state.auto = settings.paths
@@ -99,6 +101,7 @@ def ensure_telemetry() -> None:
         if state.telemetry is None:
             state.telemetry = Telemetry(Settings.resolve())
             set_name_limit(state.telemetry.settings.max_pool_names)
+            _background.start()
 
 
 def ensure_path(path: str) -> None:
@@ -123,6 +126,7 @@ def deactivate() -> None:
     """Undo every patch and stop recording; in-flight tasks still balance their counts."""
     with _lock:
         stop_all()
+        _background.stop()
         state.telemetry = None
         state.auto = frozenset()
         patches, state.patches = state.patches, {}

@@ -306,12 +306,18 @@ class Task:
         That is a cancel while waiting (``Future.cancel``, ``shutdown(cancel_futures=True)``)
         or a broken pool failing its queued work.
         """
-        if self.state != WAITING:
-            return
-        if future.cancelled():
-            self.abandon(cancelled=True)
-        else:
-            self.abandon(cancelled=False, error=future.exception())
+        if self.state == WAITING:
+            if future.cancelled():
+                self.abandon(cancelled=True)
+            else:
+                self.abandon(cancelled=False, error=future.exception())
+        self.release_callable()
+
+    def release_callable(self) -> None:
+        """Let go of the submitted callable once the task is over: the caller's future
+        keeps this task (as a done callback), and without poolscope it would not keep
+        the callable, nor what a bound method is bound to."""
+        self.func = None
 
     def resumed(self) -> None:
         """The awaiting coroutine is running again (called on the event loop)."""

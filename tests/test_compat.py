@@ -1,0 +1,276 @@
+"""The patched libraries' own test suites pass with poolscope on as they pass without it.
+
+Each suite comes from the registries at the version ``constraints.txt`` pins:
+CPython's ``test_concurrent_futures`` and ``test_asyncio.test_threads`` from
+Debian's ``libpython3.11-testsuite`` (run by the Debian interpreter it belongs
+to), and the tests shipped in the PyPI sdists of Starlette, anyio and
+opentelemetry-instrumentation-asgi. Each runs three times in its own venv
+(``tests/compat/constraints.txt`` pins the suites' own test dependencies):
+without poolscope (the baseline), then with ``poolscope.instrument()`` on with
+its defaults and with every span it can make (``tests/compat/site``). A test
+that fails with poolscope and not without it fails this tier, unless
+docs/compatibility.md lists it as a deliberate difference, with the reason;
+so does a run that altered CPython's test environment (a thread left behind)
+when the baseline did not.
+
+Downloads and venvs are cached under ``~/.cache/poolscope/compat`` by what
+they depend on; poolscope itself comes from this checkout's ``src``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from _stack import ROOT
+
+pytestmark = pytest.mark.slow
+
+CACHE = Path(os.environ.get("POOLSCOPE_CACHE", Path.home() / ".cache" / "poolscope")) / "compat"
+SITE = ROOT / "tests" / "compat" / "site"
+COMPAT_CONSTRAINTS = ROOT / "tests" / "compat" / "constraints.txt"
+DIFFERENCES = ROOT / "docs" / "compatibility.md"
+DEBIAN_PYTHON = Path("/usr/bin/python3.11")
+RUN_TIMEOUT_S = 900
+MODES = ("default", "spans")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    sdist: str | None
+    """The PyPI project whose sdist holds the tests; None: CPython's, from Debian."""
+    args: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+SUITES = [
+    Suite(
+        "cpython",
+        None,
+        ("-m", "test", "test_concurrent_futures", "test_asyncio.test_threads"),
+        {"POOLSCOPE_COMPAT_SITE": "1"},
+    ),
+    Suite("starlette", "starlette", ("-m", "pytest", "tests")),
+    Suite(
+        "anyio",
+        "anyio",
+        (
+            "-m",
+            "pytest",
+            "tests/test_to_thread.py",
+            "tests/test_from_thread.py",
+            "tests/test_synchronization.py",
+        ),
+    ),
+    Suite(
+        "opentelemetry-instrumentation-asgi",
+        "opentelemetry-instrumentation-asgi",
+        ("-m", "pytest", "tests"),
+        # PoolscopeMiddleware in place of the OpenTelemetryMiddleware the suite tests,
+        # naming spans as upstream does: see docs/compatibility.md
+        {"POOLSCOPE_COMPAT_ASGI": "1", "POOLSCOPE_COMPAT_UPSTREAM_NAMES": "1"},
+    ),
+]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        name, equals, version = line.partition("==")
+        if equals and not line.startswith("#"):
+            pins[_normalized(name.strip())] = version.strip()
+    return pins
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.lower())
+
+
+def _digest(*parts: str | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+    return digest.hexdigest()[:16]
+
+
+def _pip(python: Path, *args: str) -> None:
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+        check=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+
+
+def _venv(base: str, requirements: list[str], label: str) -> Path:
+    """A venv from ``base`` with ``requirements`` at the pinned versions, cached by all three."""
+    constraints = (ROOT / "constraints.txt").read_bytes() + COMPAT_CONSTRAINTS.read_bytes()
+    home = CACHE / f"{label}-{_digest(base, constraints, *requirements)}"
+    python = home / "bin" / "python"
+    if not (home / ".complete").exists():
+        shutil.rmtree(home, ignore_errors=True)
+        subprocess.run([base, "-m", "venv", str(home)], check=True, timeout=RUN_TIMEOUT_S)
+        pins = ["-c", str(ROOT / "constraints.txt"), "-c", str(COMPAT_CONSTRAINTS)]
+        _pip(python, *pins, *requirements)
+        (home / ".complete").touch()
+    return python
+
+
+def _poolscope_requirements() -> list[str]:
+    """What poolscope needs at run time, with the SDK the activation hook uses."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], "opentelemetry-sdk"]
+
+
+def _sources(project: str) -> Path:
+    """The project's sdist at the pinned version, downloaded once and unpacked."""
+    version = _pins(ROOT / "constraints.txt")[project]
+    unpacked = CACHE / "src" / f"{project}-{version}"
+    if (unpacked / ".complete").exists():
+        return unpacked
+    downloads = CACHE / "sdists"
+    downloads.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+         "--no-deps", "--no-binary", ":all:", f"{project}=={version}", "-d", str(downloads)],
+        check=True,
+        timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    wanted = _normalized(f"{project}-{version}")
+    [archive] = [p for p in downloads.glob("*.tar.gz") if _normalized(p.name).startswith(wanted)]
+    shutil.rmtree(unpacked, ignore_errors=True)
+    with tarfile.open(archive) as tar:
+        [top] = {name.split("/")[0] for name in tar.getnames()}
+        tar.extractall(unpacked.parent, filter="data")
+    (unpacked.parent / top).rename(unpacked)
+    (unpacked / ".complete").touch()
+    return unpacked
+
+
+@dataclass
+class Outcome:
+    failed: set[str]
+    total: int
+    altered: bool
+    output: str
+
+
+def _outcome(report: Path, output: str) -> Outcome:
+    failed = set()
+    total = 0
+    for case in ET.parse(report).iter("testcase"):
+        total += 1
+        if any(child.tag in ("failure", "error") for child in case):
+            failed.add(f"{case.get('classname')}::{case.get('name')}")
+    return Outcome(failed, total, "altered the execution environment" in output, output[-3000:])
+
+
+def _run(suite: Suite, python: Path, cwd: Path, mode: str | None, report: Path) -> Outcome:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OTEL_", "POOLSCOPE_COMPAT", "PYTEST_"))
+    }
+    env.update(suite.env)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(SITE)])
+    if mode is not None:
+        env["POOLSCOPE_COMPAT_MODE"] = mode
+    args = list(suite.args)
+    if args[:2] == ["-m", "pytest"]:
+        args += ["-p", "no:cacheprovider", "-p", "poolscope_compat", f"--junitxml={report}"]
+    else:
+        args += ["--junit-xml", str(report)]
+    result = subprocess.run(
+        [str(python), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert report.exists(), (
+        f"{suite.name} ({mode or 'baseline'}) wrote no report:\n"
+        + (result.stdout + result.stderr)[-3000:]
+    )
+    return _outcome(report, result.stdout + result.stderr)
+
+
+def deliberate_differences() -> dict[str, list[tuple[str, str]]]:
+    """Suite -> [(test id pattern, why)], from the table in docs/compatibility.md."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for line in DIFFERENCES.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1].startswith("`") and cells[1].endswith("`"):
+            found.setdefault(cells[0].strip("`"), []).append((cells[1].strip("`"), cells[2]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def interpreters() -> dict[str, Path]:
+    if (
+        not DEBIAN_PYTHON.exists()
+        or not Path("/usr/lib/python3.11/test/test_concurrent_futures.py").exists()
+    ):
+        message = "Debian's python3.11 and libpython3.11-testsuite are needed"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    requirements = _poolscope_requirements()
+    return {
+        "debian": _venv(str(DEBIAN_PYTHON), requirements, "debian-venv"),
+        "suites": _venv(
+            getattr(sys, "_base_executable", sys.executable),
+            [
+                *requirements,
+                *(suite.sdist for suite in SUITES if suite.sdist),
+                *_pins(COMPAT_CONSTRAINTS),
+                "pytest",
+                "hypothesis",
+                "uvloop",
+                "httpx",
+                "pyyaml",
+            ],
+            "suites-venv",
+        ),
+    }
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=[suite.name for suite in SUITES])
+def test_the_suite_passes_with_poolscope_as_without(
+    suite: Suite, interpreters: dict[str, Path], tmp_path: Path
+) -> None:
+    if suite.sdist is None:
+        python, cwd = interpreters["debian"], tmp_path
+    else:
+        python, cwd = interpreters["suites"], _sources(suite.sdist)
+    baseline = _run(suite, python, cwd, None, tmp_path / "baseline.xml")
+    assert baseline.total > 0, baseline.output
+    allowed = deliberate_differences().get(suite.name, [])
+    problems = []
+    for mode in MODES:
+        found = _run(suite, python, cwd, mode, tmp_path / f"{mode}.xml")
+        new = sorted(
+            test
+            for test in found.failed - baseline.failed
+            if not any(fnmatch.fnmatchcase(test, pattern) for pattern, _ in allowed)
+        )
+        if new:
+            problems.append(f"{mode}: fail only with poolscope: {new}")
+        if found.altered and not baseline.altered:
+            problems.append(f"{mode}: altered the test environment:\n{found.output}")
+        if found.total != baseline.total:
+            problems.append(f"{mode}: ran {found.total} tests, the baseline {baseline.total}")
+    assert not problems, "\n".join(problems)
