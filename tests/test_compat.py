@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -166,6 +167,13 @@ class Outcome:
     altered: bool
     output: str
 
+    def summary(self) -> dict[str, int | bool]:
+        return {
+            "tests": self.total,
+            "failed": len(self.failed),
+            "altered_environment": self.altered,
+        }
+
 
 def _outcome(report: Path, output: str) -> Outcome:
     failed = set()
@@ -260,8 +268,10 @@ def test_the_suite_passes_with_poolscope_as_without(
     assert baseline.total > 0, baseline.output
     allowed = deliberate_differences().get(suite.name, [])
     problems = []
+    summary = {"baseline": baseline.summary()}
     for mode in MODES:
         found = _run(suite, python, cwd, mode, tmp_path / f"{mode}.xml")
+        summary[mode] = found.summary()
         new = sorted(
             test
             for test in found.failed - baseline.failed
@@ -273,4 +283,7 @@ def test_the_suite_passes_with_poolscope_as_without(
             problems.append(f"{mode}: altered the test environment:\n{found.output}")
         if found.total != baseline.total:
             problems.append(f"{mode}: ran {found.total} tests, the baseline {baseline.total}")
+    # the figures of the last run, per suite, for docs and notes
+    (CACHE / "results").mkdir(parents=True, exist_ok=True)
+    (CACHE / "results" / f"{suite.name}.json").write_text(json.dumps(summary, indent=2))
     assert not problems, "\n".join(problems)

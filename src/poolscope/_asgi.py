@@ -35,7 +35,7 @@ from . import _runtime, semconv
 from ._config import NOT_GIVEN, Settings
 from ._errors import ConfigurationError
 from ._rollup import RequestRollup, current_rollup
-from ._route import span_details
+from ._route import span_details, span_method
 from ._safety import logger, report_internal_error
 
 __all__ = ["PoolscopeMiddleware", "RollupMiddleware"]
@@ -188,7 +188,7 @@ def _write(span: Span, rollup: RequestRollup, scope: Scope, names_span: bool) ->
         prefix = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
         template = prefix + path
         span.set_attribute(semconv.ATTR_HTTP_ROUTE, template)
-        span.update_name(f"{scope.get('method', 'HTTP')} {template}")
+        span.update_name(f"{span_method(scope)} {template}")
 
 
 def _figures(rollup: RequestRollup) -> dict[str, float | int | bool]:

@@ -6,9 +6,9 @@ queued task can ever start: the pool is deadlocked, and the requests behind it
 hang without an error. Nothing ends, so no span would ever be exported.
 
 Each task submitted from a worker of the same pool is marked nested (spans get
-``executor.task.nested`` = true) and watched while it waits. poolscope's
-background thread, while nested tasks wait, looks for the deadlock's signature: the
-pool is full, and every busy worker runs a task that has nested work still
+``executor.task.nested`` = true) and watched while it waits: poolscope's
+background thread, while nested tasks wait, looks for the deadlock's
+signature: the pool is full, and every busy worker runs a task that has nested work still
 waiting, for longer than :data:`DEADLOCK_AFTER_S`, and is itself blocked
 waiting (in ``threading.Condition.wait``, where ``Future.result`` waits). Then each of those waiting
 tasks gets its wait span at once, ended now, with an error status and

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from . import semconv
 
-__all__ = ["route_template", "span_details"]
+__all__ = ["route_template", "span_details", "span_method"]
 
 _MAX_DEPTH = 8
 
@@ -75,11 +75,15 @@ _KNOWN_METHODS: Final = frozenset(
 )
 
 
+def span_method(scope: MutableMapping[str, Any]) -> str:
+    """The method part of a span name: a client's made-up method is not a name."""
+    method = str(scope.get("method", "")).upper()
+    return method if method in _KNOWN_METHODS else "HTTP"  # as the conventions name it
+
+
 def span_details(app: Any, scope: MutableMapping[str, Any]) -> tuple[str, dict[str, str]]:
     """Span name ``{method} {route}`` and the ``http.route`` attribute, per the HTTP conventions."""
-    method = str(scope.get("method", "")).upper()
-    if method not in _KNOWN_METHODS:
-        method = "HTTP"  # as the conventions name it: a client's made-up method is not a name
+    method = span_method(scope)
     template = route_template(scope.get("app") or app, scope)
     if template is None:
         return method, {}
