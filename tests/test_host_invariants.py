@@ -32,6 +32,7 @@ import poolscope
 from _servers import serve
 from conftest import Telemetry, make_telemetry
 from poolscope import PoolscopeMiddleware, semconv
+from poolscope._asgi import RollupMiddleware
 
 
 def echo(*args: object, **kwargs: object) -> tuple[tuple[object, ...], dict[str, object]]:
@@ -183,6 +184,15 @@ def test_starlettes_middleware_with_a_no_op_provider_makes_no_span(telemetry: Te
     with serve(app) as url, httpx.Client(base_url=url) as client:
         assert client.get("/items/7").text == "ok"
     assert _server_spans(telemetry) == []
+    # and no span of poolscope's own around it (in an app, with the global SDK provider,
+    # that one would be exported): the stack is Starlette's, the roll-up inside its middleware
+    chain = []
+    node: object = app.middleware_stack
+    while node is not None:
+        chain.append(type(node))
+        node = getattr(node, "app", None)
+    assert PoolscopeMiddleware not in chain
+    assert chain.index(RollupMiddleware) == chain.index(StarletteTelemetry) + 1
 
 
 class CountingRoute(Route):

@@ -48,6 +48,9 @@ class _Background:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.enabled = False
+        # a forked child of an instrumented process, its thread not started yet: the
+        # hot path reads this, and calls ensure_running() only when it is set
+        self.restart_pending = False
 
     def start(self) -> None:
         with self.lock:
@@ -78,7 +81,8 @@ class _Background:
                     job.due = 0.0
 
 
-_background = _Background()
+state = _Background()
+"""The thread's state; the hot path reads ``state.restart_pending``."""
 
 
 def every(
@@ -86,36 +90,37 @@ def every(
 ) -> None:
     """Run ``run`` every ``interval`` seconds on the background thread, while
     ``wanted()`` says so (checked at each wake-up); registered at import time."""
-    _background.jobs.append(_Job(interval, run, wanted))
+    state.jobs.append(_Job(interval, run, wanted))
 
 
 def start() -> None:
     """Start the thread (idempotent); from ``instrument()``."""
-    _background.start()
+    state.start()
 
 
 def ensure_running() -> None:
     """A forked child of an instrumented process starts its own thread on first use."""
-    if _background.thread is None and _background.enabled:
-        _background.start()
+    state.restart_pending = False
+    if state.thread is None and state.enabled:
+        state.start()
 
 
 def wake() -> None:
     """Run every job now (the record queue is long)."""
-    if not _background.wakeup.is_set():  # setting a set Event still takes its lock
-        _background.wakeup.set()
+    if not state.wakeup.is_set():  # setting a set Event still takes its lock
+        state.wakeup.set()
 
 
 def stop(timeout: float = 5.0) -> None:
     """Stop the thread and run every job once more; from ``uninstrument()``."""
-    with _background.lock:
-        _background.enabled = False
-        thread, _background.thread = _background.thread, None
-        _background.stopping.set()
-        _background.wakeup.set()
+    with state.lock:
+        state.enabled = False
+        thread, state.thread = state.thread, None
+        state.stopping.set()
+        state.wakeup.set()
     if thread is not None and thread is not threading.current_thread():
         thread.join(timeout)
-    for job in list(_background.jobs):
+    for job in list(state.jobs):
         try:
             job.run()
         except Exception:
@@ -125,9 +130,9 @@ def stop(timeout: float = 5.0) -> None:
 def _reset_after_fork() -> None:
     # The thread did not survive the fork and its lock may have been held; the
     # child keeps poolscope on, and starts a thread of its own when it is used.
-    enabled = _background.enabled
-    _background.reset()
-    _background.enabled = enabled
+    enabled = state.enabled
+    state.reset()
+    state.enabled = state.restart_pending = enabled
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -53,7 +53,8 @@ class _Watch:
     def add(self, task: Task) -> None:
         with self.lock:
             self.waiting.append(task)
-        _background.ensure_running()
+        if _background.state.restart_pending:
+            _background.ensure_running()
 
     def watching(self) -> bool:
         return bool(self.waiting)

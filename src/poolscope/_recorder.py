@@ -64,7 +64,8 @@ def record(
             return
         _background.wake()
     queue.append((histogram, value, attributes, context))
-    _background.ensure_running()
+    if _background.state.restart_pending:
+        _background.ensure_running()
 
 
 def drain() -> None:
