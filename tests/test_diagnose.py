@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import poolscope
@@ -221,3 +223,20 @@ def test_the_readme_example_runs() -> None:
         [poolscope.ProcessWindow(duration=10.0, cpu=0.1, loop_utilization=0.05, loop_cpu=0.05)],
     )
     assert "the tasks wanted about 36 workers at once" in diagnosis.summary()
+
+
+def test_counts_estimated_from_rates_read_whole_in_verdicts_and_in_top() -> None:
+    """A Prometheus server extrapolates increase() and interpolates medians: 14.2 blocks, 12.5
+    busy workers. A count of things is shown as a count."""
+    from poolscope._readings import Windows
+    from poolscope._top import render
+
+    site = BlockSite("app.handler", "/srv/app.py", 12, 14.2073, 10.6)
+    found = Windows(
+        [pool(busy_typical=5.5, busy_peak=6, pending_peak=9.6)],
+        [process(loop_utilization=0.7, loop_cpu=0.05, late_share=0.6, blocks=(site,))],
+    )
+    screen = render(found, "http://127.0.0.1:9090", "the last 1m", width=400)
+    assert re.search(rf"{re.escape(semconv.POOL_ASYNCIO_DEFAULT)}\s+\S+\s+6/6\s+10\s", screen)
+    assert "app.handler at /srv/app.py:12: 14 times, 746 ms each" in screen
+    assert not re.search(r"\d\.\d{3,}", screen), screen

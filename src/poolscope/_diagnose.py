@@ -304,6 +304,11 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def count(value: float) -> str:
+    """A count read from rates (workers, tasks, blocks) is an estimate: show it whole."""
+    return f"{value:.0f}"
+
+
 def _lowest(loads: Iterable[float | None]) -> float | None:
     found = [load for load in loads if load is not None]
     return min(found) if found else None
@@ -349,14 +354,14 @@ def _starvation(windows: list[PoolWindow], cpu: float | None) -> Verdict:
     )
     busy = worst.busy_typical if worst.busy_typical is not None else worst.busy_peak
     if cpu is not None and busy:
-        held += f" (the whole process used {cpu:.2f} cores for {busy:g} busy workers)"
+        held += f" (the whole process used {cpu:.2f} cores for {count(busy)} busy workers)"
     since = _lowest(w.load for w in windows)
     at = f" from a load of {since:g}" if since is not None else ""
     waits = [w.wait_p95 for w in windows if w.wait_p95 is not None]
     wait = f", tasks waited up to {_ms(max(waits))} (p95)" if waits else ""
     summary = (
         f"{worst.pool} hit its limit of {worst.limit:g} workers{at} "
-        f"({worst.pending_peak:g} tasks queued at the peak{wait}) while the process had CPU "
+        f"({count(worst.pending_peak)} tasks queued at the peak{wait}) while the process had CPU "
         f"to spare; the tasks wanted about {worst.needed_workers:.0f} workers at once; {held}"
     )
     evidence = {
@@ -436,8 +441,8 @@ def _blocked(windows: list[ProcessWindow]) -> Verdict:
     # a block that straddles a window's edge counts whole in the window it ended in
     blocked = min(sum(site.seconds for site in sites), duration)
     named = "; ".join(
-        f"{site.function} at {site.where}: {site.count:g} times, {_ms(site.seconds / site.count)} "
-        "each"
+        f"{site.function} at {site.where}: {count(site.count)} times, "
+        f"{_ms(site.seconds / site.count)} each"
         for site in sites[:3]
         if site.count
     )

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Final, TextIO
 
-from ._diagnose import diagnose
+from ._diagnose import count, diagnose
 from ._readings import (
     Snapshot,
     SourceError,
@@ -73,8 +73,8 @@ def render(found: Windows, source: str, covers: str, width: int = 100) -> str:
             (
                 -full,
                 f"{_where(pool.service, pool.instance)[:28]:<28} {pool.pool[:18]:<18} "
-                f"{_bar(busy, pool.limit)} {busy:>4g}/{pool.limit:<5g} "
-                f"{pool.pending_peak:>7g} {_ms(pool.wait_p95):>9} {_ms(pool.run_p95):>9}"
+                f"{_bar(busy, pool.limit)} {count(busy):>4}/{pool.limit:<5g} "
+                f"{count(pool.pending_peak):>7} {_ms(pool.wait_p95):>9} {_ms(pool.run_p95):>9}"
                 + (" SATURATED" if pool.saturated else ""),
             )
         )
@@ -92,7 +92,7 @@ def render(found: Windows, source: str, covers: str, width: int = 100) -> str:
         lines.append(
             f"{_where(process.service, process.instance)[:28] or source[:28]:<28} {cpu:>9} "
             f"{_share(process.loop_utilization):>9} {loop_cpu:>9} {_ms(process.lag_p99):>9} "
-            f"{process.block_count:>8g}"
+            f"{count(process.block_count):>8}"
         )
     diagnosis = diagnose(*found)
     lines += ["", "Verdicts" if not diagnosis.ok else "Verdict: nothing to report"]
