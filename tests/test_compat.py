@@ -3,9 +3,10 @@
 Each suite comes from the registries at the version ``constraints.txt`` pins:
 CPython's ``test_concurrent_futures`` and ``test_asyncio.test_threads`` from
 Debian's ``libpython3.11-testsuite`` (run by the Debian interpreter it belongs
-to), and the tests shipped in the PyPI sdists of Starlette, anyio and
-opentelemetry-instrumentation-asgi. Each runs three times in its own venv
-(``tests/compat/constraints.txt`` pins the suites' own test dependencies):
+to), and the tests shipped in the PyPI sdists of Starlette, anyio,
+opentelemetry-instrumentation-asgi and FastAPI (its telemetry tests). Each runs
+three times in its own venv (``tests/compat/constraints.txt`` pins the suites'
+own test dependencies):
 without poolscope (the baseline), then with ``poolscope.instrument()`` on with
 its defaults and with every span it can make (``tests/compat/site``). A test
 that fails with poolscope and not without it fails this tier, unless
@@ -84,6 +85,8 @@ SUITES = [
         # naming spans as upstream does: see docs/compatibility.md
         {"POOLSCOPE_COMPAT_ASGI": "1", "POOLSCOPE_COMPAT_UPSTREAM_NAMES": "1"},
     ),
+    # FastAPI's own telemetry (0.163): its spans, its providers, its exclusions
+    Suite("fastapi", "fastapi", ("-m", "pytest", "tests/test_telemetry")),
 ]
 
 
@@ -250,6 +253,13 @@ def interpreters() -> dict[str, Path]:
                 "uvloop",
                 "httpx",
                 "pyyaml",
+                # what FastAPI's telemetry tests import
+                "opentelemetry-instrumentation-fastapi",
+                "opentelemetry-exporter-otlp-proto-http",
+                "logfire",
+                "sentry-sdk",
+                "dirty-equals",
+                "inline-snapshot",
             ],
             "suites-venv",
         ),

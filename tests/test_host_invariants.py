@@ -17,7 +17,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -274,3 +274,49 @@ def test_serving_outside_asyncio_starts_no_monitor_and_reports_no_error(
 
     _runtime.on_serving_loop()
     assert "internal error" not in caplog.text
+
+
+def test_an_apps_spans_inside_a_task_keep_the_parent_its_own_provider_exports(
+    telemetry: Telemetry,
+) -> None:
+    """FastAPI given a tracer provider of its own: the app's span inside a sync dependency is
+    the child of FastAPI's dependencies span, as without poolscope (a parent in poolscope's
+    provider would be missing from the app's traces); poolscope's run span is still made.
+    With one provider for both, the run span is the parent of the work it times."""
+    from fastapi import Depends, FastAPI
+
+    own = make_telemetry()
+
+    def build(provider: TracerProvider) -> FastAPI:
+        app = FastAPI(telemetry={"tracer_provider": provider, "auto_configure": False})
+
+        def user() -> str:  # a sync dependency: anyio's worker runs it
+            with provider.get_tracer("app").start_as_current_span("app.work"):
+                return "someone"
+
+        @app.get("/work")
+        async def work(name: str = Depends(user)) -> str:
+            return name
+
+        return app
+
+    with serve(build(own.tracer_provider)) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/work").json() == "someone"
+    [solving] = own.spans("fastapi.dependencies")
+    [mine] = own.spans("app.work")
+    assert mine.parent is not None and mine.parent.span_id == solving.context.span_id
+    runs = telemetry.spans(semconv.SPAN_RUN, pool=semconv.POOL_ANYIO_DEFAULT)
+    assert runs and all(run.context.trace_id == solving.context.trace_id for run in runs)
+
+    shared = make_telemetry()
+    poolscope.uninstrument()
+    poolscope.instrument(
+        tracer_provider=shared.tracer_provider,
+        meter_provider=shared.meter_provider,
+        wait_span_threshold=0,
+    )
+    with serve(build(shared.tracer_provider)) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/work").json() == "someone"
+    [run] = shared.spans(semconv.SPAN_RUN)
+    [mine] = shared.spans("app.work")
+    assert mine.parent is not None and mine.parent.span_id == run.context.span_id

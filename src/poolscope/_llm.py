@@ -29,14 +29,14 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from opentelemetry import context, trace
+from opentelemetry import context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import _runtime, semconv
 from ._errors import ConfigurationError
 from ._safety import report_internal_error
 from ._task import current_task, error_type
-from ._telemetry import Instruments
+from ._telemetry import Instruments, context_inside
 
 __all__ = ["LLMCall", "llm_call"]
 
@@ -165,7 +165,7 @@ class LLMCall:
             self._span = telemetry.tracer.start_span(
                 f"{self.operation} {self.model}", kind=SpanKind.CLIENT, attributes=attributes
             )
-            self._token = context.attach(trace.set_span_in_context(self._span))
+            self._token = context.attach(context_inside(self._span, None))
         except Exception:
             report_internal_error("starting an LLM call span")
         return self

@@ -27,7 +27,7 @@ from ._pools import Pool, pool_for
 from ._recorder import record
 from ._rollup import current_rollup
 from ._safety import report_internal_error
-from ._telemetry import Telemetry
+from ._telemetry import Telemetry, context_inside
 
 __all__ = ["Task", "begin", "current_task", "error_type", "function_name"]
 
@@ -425,7 +425,7 @@ class Task:
         if not (telemetry.run_spans and self._may_span()):
             return context.attach(self.parent) if attach else None
         span = self.run_span = self._run_span(now + offset)
-        return context.attach(trace.set_span_in_context(span, self.parent)) if attach else None
+        return context.attach(context_inside(span, self.parent)) if attach else None
 
     def _span_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = dict(self.pool.attributes)

@@ -12,7 +12,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any, Final
 
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import semconv
@@ -23,9 +24,26 @@ from ._pools import snapshot_all
 from ._recorder import drain
 from ._version import __version__
 
-__all__ = ["Instruments", "Telemetry"]
+__all__ = ["Instruments", "Telemetry", "context_inside"]
 
 _SCOPE = "poolscope"
+
+
+def context_inside(span: trace.Span, parent: Context | None) -> Context:
+    """The context for the work ``span`` times: with ``span`` current, if it goes
+    where its parent goes.
+
+    An app may give its framework a tracer provider of its own (FastAPI's
+    ``telemetry={"tracer_provider": ...}``) while poolscope records into another.
+    The app's spans inside the work must then keep the app's parent: a parent
+    from a provider that never exports it would leave their trace broken. An SDK
+    span carries its provider's resource, the same object for every span of one
+    provider; spans without one (remote, sampled out, no SDK) are no pipeline.
+    """
+    theirs = getattr(trace.get_current_span(parent), "resource", None)
+    if theirs is None or theirs is getattr(span, "resource", None):
+        return trace.set_span_in_context(span, parent)
+    return parent if parent is not None else context.get_current()
 
 
 class Instruments:
