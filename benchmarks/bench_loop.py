@@ -61,13 +61,13 @@ async def _measure(iterations: int, config: str) -> dict[str, float]:
         from opentelemetry.sdk.trace import TracerProvider
 
         import poolscope
-        from poolscope import _runtime
+        from poolscope._core import _state
 
         reader = InMemoryMetricReader()
         poolscope.instrument(
             tracer_provider=TracerProvider(), meter_provider=MeterProvider(metric_readers=[reader])
         )
-        _runtime.on_serving_loop()  # what the middleware does on the first request
+        _state.on_serving_loop()  # what the middleware does on the first request
         await asyncio.sleep(0.2)  # the heartbeat has run: the watchdog knows the loop
     await _chain(loop, 10_000)  # warm-up
     watchdog = _watchdog_cpu()

@@ -81,7 +81,7 @@ def _setup(config: str) -> Any:
 def _finish(config: str) -> None:
     """Do now what poolscope defers to its flusher thread, so CPU time includes it."""
     if config.startswith("poolscope"):
-        from poolscope import _recorder
+        from poolscope._core import _recorder
 
         _recorder.drain()
 

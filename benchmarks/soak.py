@@ -172,8 +172,8 @@ def _add(figures: dict[str, float], key: str, value: float) -> None:
 
 
 def read_collector(ports: dict[str, int], instance: str) -> CollectorView:
-    from poolscope import _promql as p
     from poolscope import semconv
+    from poolscope._analysis import _promql as p
 
     view = CollectorView()
     histogram_counts = {f"{p.WAIT}_count": view.waits, f"{p.RUN}_count": view.runs}
@@ -320,7 +320,7 @@ class Soak:
         import anyio.to_thread
 
         import poolscope
-        from poolscope._pools import snapshot_all
+        from poolscope._core._pools import snapshot_all
 
         loop = asyncio.get_running_loop()
         threads = poolscope.instrument_executor(ThreadPoolExecutor(THREADS), name=POOL_THREADS)
@@ -426,7 +426,7 @@ class Soak:
             meter_provider.force_flush()  # cumulative: a repeat cannot add a task
 
     def _judge(self, snapshots: dict[str, Any], view: CollectorView) -> None:
-        from poolscope import _recorder
+        from poolscope._core import _recorder
 
         result = self.result
         for pool, tasks in per_pool(self.counts).items():

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Tracer
 
 import poolscope
-from poolscope import _pools, semconv
+from poolscope import semconv
+from poolscope._core import _pools
 
 
 @dataclass

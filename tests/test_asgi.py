@@ -25,7 +25,7 @@ from _helpers import fifo_waits
 from _servers import serve
 from conftest import Telemetry, make_telemetry
 from poolscope import PoolscopeMiddleware, semconv
-from poolscope._asgi import redacted
+from poolscope._asgi._middleware import redacted
 
 CONCURRENCY = 60
 TOKENS = 4

@@ -9,8 +9,9 @@ import pytest
 
 import poolscope
 from conftest import Telemetry
-from poolscope import ConfigurationError, _pools, semconv
+from poolscope import ConfigurationError, semconv
 from poolscope._config import ENV_MAX_POOL_NAMES, Settings
+from poolscope._core import _pools
 
 
 @pytest.fixture

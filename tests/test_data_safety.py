@@ -58,8 +58,8 @@ from _servers import serve
 from _stack import ROOT, free_port, services, start_app, tcp_open
 from conftest import Telemetry
 from poolscope import semconv
-from poolscope._demo import SCENARIOS, DemoSettings
-from poolscope._loadgen import StepLoad, run_step
+from poolscope._cli._demo._model import SCENARIOS, DemoSettings
+from poolscope._cli._loadgen import StepLoad, run_step
 
 EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))

@@ -228,8 +228,8 @@ def test_the_readme_example_runs() -> None:
 def test_counts_estimated_from_rates_read_whole_in_verdicts_and_in_top() -> None:
     """A Prometheus server extrapolates increase() and interpolates medians: 14.2 blocks, 12.5
     busy workers. A count of things is shown as a count."""
-    from poolscope._readings import Windows
-    from poolscope._top import render
+    from poolscope._analysis._readings import Windows
+    from poolscope._cli._top import render
 
     site = BlockSite("app.handler", "/srv/app.py", 12, 14.2073, 10.6)
     found = Windows(

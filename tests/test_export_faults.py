@@ -106,7 +106,7 @@ def test_at_exit_only_a_collector_that_refuses_connections_is_given_up() -> None
     connections), so that app's final flush is kept. The other is shut down."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    from poolscope import _export
+    from poolscope._sdk import _export
 
     back = socket.create_server(("127.0.0.1", 0))
     endpoints = {
@@ -133,7 +133,7 @@ def test_at_exit_only_a_collector_that_refuses_connections_is_given_up() -> None
 def test_a_retry_that_got_through_is_logged_unless_it_ended_a_reported_outage(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from poolscope._export import ExportHealth
+    from poolscope._sdk._export import ExportHealth
 
     exporter_log = logging.getLogger("opentelemetry.exporter.otlp.test")
     caplog.set_level(logging.WARNING)

@@ -29,8 +29,8 @@ from _stack import (
     start_fake_llm,
     start_jaeger,
 )
-from poolscope import _promql as p
 from poolscope import semconv
+from poolscope._analysis import _promql as p
 
 pytestmark = pytest.mark.slow
 

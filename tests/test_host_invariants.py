@@ -32,7 +32,7 @@ import poolscope
 from _servers import serve
 from conftest import Telemetry, make_telemetry
 from poolscope import PoolscopeMiddleware, semconv
-from poolscope._asgi import RollupMiddleware
+from poolscope._asgi._middleware import RollupMiddleware
 
 
 def echo(*args: object, **kwargs: object) -> tuple[tuple[object, ...], dict[str, object]]:
@@ -270,9 +270,9 @@ def test_serving_outside_asyncio_starts_no_monitor_and_reports_no_error(
     telemetry: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     # An ASGI app served under trio (Starlette's own suite does): no asyncio loop to watch.
-    from poolscope import _runtime
+    from poolscope._core import _state
 
-    _runtime.on_serving_loop()
+    _state.on_serving_loop()
     assert "internal error" not in caplog.text
 
 

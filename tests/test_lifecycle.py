@@ -226,7 +226,7 @@ def test_opentelemetry_instrument_turns_poolscope_on_with_no_code_change(tmp_pat
         """
         import asyncio
         from poolscope import _runtime
-        from poolscope._pools import snapshot_all
+        from poolscope._core._pools import snapshot_all
 
         async def main():
             assert _runtime.is_active()

@@ -66,23 +66,14 @@ def test_the_contract_document_names_every_metric_span_and_attribute() -> None:
 
 
 def test_the_contract_document_states_the_verdicts_thresholds() -> None:
-    from poolscope import _diagnose
+    from poolscope import _thresholds
 
     text = DOCS.read_text()
     for kind in poolscope.VerdictKind:
         assert f"| `{kind}` |" in text, kind
-    for name in (
-        "SATURATION",
-        "CPU_BOUND_CORES",
-        "LOOP_BUSY",
-        "ON_CPU",
-        "OTHER_THREADS_CORES",
-        "LAG_THRESHOLD_S",
-        "LATE_SHARE",
-        "BLOCKED_SHARE",
-        "MIN_BLOCKS",
-    ):
-        assert f"{getattr(_diagnose, name):g}" in text, name
+    assert len(_thresholds.__all__) == 9
+    for name in _thresholds.__all__:
+        assert f"{getattr(_thresholds, name):g}" in text, name
 
 
 def test_the_contract_document_names_every_setting() -> None:

@@ -23,7 +23,9 @@ import pytest
 
 from _helpers import duration_ms
 from conftest import Telemetry, make_telemetry
-from poolscope import _readings, _telemetry, semconv
+from poolscope import semconv
+from poolscope._analysis import _readings
+from poolscope._core import _telemetry
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 TOLERANCE = 0.10

@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from conftest import Telemetry
-from poolscope import _recorder, semconv
+from poolscope import semconv
+from poolscope._core import _recorder
 
 
 def test_a_full_queue_drops_and_counts_records_and_logs_once(

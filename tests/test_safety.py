@@ -19,7 +19,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import NoOpMeter
 
 import poolscope
-from poolscope import _recorder, _safety
+from poolscope import _safety
+from poolscope._core import _recorder
 
 
 class _BrokenHistogram:
@@ -105,7 +106,7 @@ def test_async_paths_proceed(broken: None, caplog: pytest.LogCaptureFixture) -> 
 def test_a_broken_pool_registry_falls_back_to_the_original_call(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from poolscope import _task
+    from poolscope._core import _task
 
     def explode(executor: object) -> None:
         raise RuntimeError("registry on fire")

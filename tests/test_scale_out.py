@@ -35,9 +35,9 @@ from _stack import (
     start_prometheus,
     tcp_open,
 )
-from poolscope import _promql as p
-from poolscope import _queries as q
 from poolscope import semconv
+from poolscope._analysis import _promql as p
+from poolscope._analysis import _queries as q
 
 pytestmark = pytest.mark.slow
 

@@ -44,8 +44,8 @@ from opentelemetry.trace import Span, StatusCode
 import poolscope
 from conftest import Telemetry, make_telemetry
 from poolscope import semconv
-from poolscope._pools import Pool, pool_for
-from poolscope._task import Task, current_task
+from poolscope._core._pools import Pool, pool_for
+from poolscope._core._task import Task, current_task
 
 TIMEOUT = 5.0
 """How long a step may take to settle; only a broken schedule ever waits this long."""

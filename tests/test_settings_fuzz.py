@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from poolscope import ConfigurationError
 from poolscope import _config as c
-from poolscope._configure import _Plan
+from poolscope._sdk._configure import _Plan
 
 SETTINGS = {
     "wait_span_threshold": c.ENV_WAIT_SPAN_THRESHOLD_MS,

@@ -46,8 +46,8 @@ from _stack import (
     start_prometheus,
     wait_until,
 )
-from poolscope import _promql as p
 from poolscope import semconv
+from poolscope._analysis import _promql as p
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,8 @@ from tools.stackgen import alerts, dashboard
 from tools.stackgen._encoding import plain
 
 from _stack import ROOT, binary
-from poolscope import _promql as p
 from poolscope import semconv
+from poolscope._analysis import _promql as p
 
 COLLECTOR_CONFIG = ROOT / "collector" / "config.yaml"
 RULES = ROOT / "prometheus" / "rules" / "poolscope.rules.yaml"

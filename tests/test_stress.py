@@ -20,7 +20,7 @@ import pytest
 import poolscope
 from conftest import Telemetry
 from poolscope import semconv
-from poolscope._pools import PoolSnapshot, snapshot_all
+from poolscope._core._pools import PoolSnapshot, snapshot_all
 
 TASKS = 10_000
 

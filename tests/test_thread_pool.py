@@ -13,7 +13,7 @@ import poolscope
 from _helpers import Gate, assert_ground_truth, duration_ms
 from conftest import Telemetry
 from poolscope import semconv
-from poolscope._pools import snapshot_all
+from poolscope._core._pools import snapshot_all
 
 
 def test_ground_truth_waits_of_six_tasks_on_two_workers(telemetry: Telemetry) -> None:

@@ -28,7 +28,8 @@ from opentelemetry.trace import StatusCode
 import poolscope
 from _helpers import Gate, duration_ms
 from conftest import Telemetry
-from poolscope import _nested, semconv
+from poolscope import semconv
+from poolscope._core import _nested
 
 
 def _settled(telemetry: Telemetry, pool: str) -> tuple[float, float]:
@@ -287,7 +288,10 @@ def test_a_full_pool_whose_tasks_fire_off_nested_work_and_carry_on_is_not_deadlo
 ) -> None:
     """Saturated, not deadlocked: the outer tasks do not wait for their nested work."""
 
+    both_running = threading.Barrier(2, timeout=10)  # else a nested task could take a worker
+
     def outer(pool: ThreadPoolExecutor) -> None:
+        both_running.wait()
         pool.submit(abs, -1)  # fire and forget
         time.sleep(_nested.DEADLOCK_AFTER_S + 0.5)  # busy with something else
 

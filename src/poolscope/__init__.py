@@ -34,17 +34,7 @@ line's way in.
 
 from __future__ import annotations
 
-from ._api import (
-    instrument,
-    instrument_executor,
-    instrument_limiter,
-    instrument_semaphore,
-    uninstrument,
-)
-from ._asgi import PoolscopeMiddleware
-from ._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore
-from ._configure import configure
-from ._diagnose import (
+from ._analysis._diagnose import (
     BlockSite,
     Diagnosis,
     PoolWindow,
@@ -53,10 +43,20 @@ from ._diagnose import (
     VerdictKind,
     diagnose,
 )
+from ._analysis._readings import windows_from_prometheus
+from ._api import (
+    instrument,
+    instrument_executor,
+    instrument_limiter,
+    instrument_semaphore,
+    uninstrument,
+)
+from ._asgi._middleware import PoolscopeMiddleware
 from ._errors import ConfigurationError
 from ._instrumentor import PoolscopeInstrumentor
-from ._llm import LLMCall, llm_call
-from ._readings import windows_from_prometheus
+from ._llm._call import LLMCall, llm_call
+from ._paths._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore
+from ._sdk._configure import configure
 from ._version import __version__
 
 __all__ = [
@@ -83,3 +83,10 @@ __all__ = [
     "uninstrument",
     "windows_from_prometheus",
 ]
+
+# Public objects show as ``poolscope.X`` (in reprs, docs and tracebacks), not as
+# the private module that defines them, as httpx's and anyio's do.
+for _name in __all__:
+    if not _name.startswith("__"):
+        globals()[_name].__module__ = __name__
+del _name

@@ -7,10 +7,13 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import _runtime
-from ._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore, limiter_pool, semaphore_pool
-from ._config import PATH_PROCESS_POOL, PATH_THREAD_POOL
+from ._config import PATH_ANYIO, PATH_PROCESS_POOL, PATH_THREAD_POOL
 from ._errors import ConfigurationError
 from ._instrumentor import PoolscopeInstrumentor
+from ._paths._anyio import register_limiter
+from ._paths._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore, semaphore_pool
+from ._paths._process_pool import register_executor as register_process_executor
+from ._paths._thread_pool import register_executor
 
 __all__ = [
     "instrument",
@@ -58,13 +61,9 @@ def instrument_executor(executor: ExecutorT, *, name: str | None = None) -> Exec
     if name is not None:
         _check_name(name)
     if isinstance(executor, ThreadPoolExecutor):
-        from ._thread_pool import register_executor
-
         _runtime.ensure_path(PATH_THREAD_POOL)
         register_executor(executor, name)
     elif isinstance(executor, ProcessPoolExecutor):
-        from ._process_pool import register_executor as register_process_executor
-
         _runtime.ensure_path(PATH_PROCESS_POOL)
         register_process_executor(executor, name)
     else:
@@ -84,7 +83,8 @@ def instrument_limiter(limiter: Any, *, name: str) -> InstrumentedCapacityLimite
         raise ConfigurationError(
             f"instrument_limiter() takes an anyio.CapacityLimiter, got {type(limiter).__qualname__}"
         )
-    return InstrumentedCapacityLimiter(limiter, limiter_pool(limiter, name))
+    _runtime.ensure_path(PATH_ANYIO)
+    return InstrumentedCapacityLimiter(limiter, register_limiter(limiter, name))
 
 
 def instrument_semaphore(

@@ -15,6 +15,7 @@ from typing import Final
 from ._errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_MAX_POOL_NAMES",
     "ENV_CAPTURE_CONTENT",
     "ENV_CAPTURE_REQUEST_DETAILS",
     "ENV_CONTENT_MAX_LENGTH",
@@ -27,7 +28,13 @@ __all__ = [
     "ENV_ROOT_SPANS",
     "ENV_RUN_SPANS",
     "ENV_WAIT_SPAN_THRESHOLD_MS",
+    "NOT_GIVEN",
     "PATHS",
+    "PATH_ANYIO",
+    "PATH_OPENAI",
+    "PATH_PROCESS_POOL",
+    "PATH_STARLETTE",
+    "PATH_THREAD_POOL",
     "Settings",
 ]
 

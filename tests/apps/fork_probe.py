@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import poolscope
-from poolscope import _pools, _promql, _recorder
+from poolscope._analysis import _promql
+from poolscope._core import _pools, _recorder
 
 
 def pools() -> dict[str, dict[str, float]]:

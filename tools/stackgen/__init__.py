@@ -2,7 +2,7 @@
 
 ``python -m tools.stackgen`` writes them; ``--check`` fails when a committed
 file differs from what would be generated. Every query is built from
-:mod:`poolscope._promql`, which derives the series names from
+:mod:`poolscope._analysis._promql`, which derives the series names from
 :mod:`poolscope.semconv`: one source of truth for the package, the dashboards
 and the alerts.
 """

@@ -17,9 +17,9 @@ from grafana_foundation_sdk.builders import alerting, expr, prometheus
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.alerting import RelativeTimeRange
 
-from poolscope import _promql as p
-from poolscope import _queries as q
-from poolscope._diagnose import (
+from poolscope._analysis import _promql as p
+from poolscope._analysis import _queries as q
+from poolscope._thresholds import (
     CPU_BOUND_CORES,
     LAG_THRESHOLD_S,
     LATE_SHARE,

@@ -20,10 +20,10 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from poolscope import _promql as p
-from poolscope import _queries as q
 from poolscope import semconv
-from poolscope._diagnose import CPU_BOUND_CORES
+from poolscope._analysis import _promql as p
+from poolscope._analysis import _queries as q
+from poolscope._thresholds import CPU_BOUND_CORES
 
 from . import alerts
 from ._encoding import plain

@@ -1,0 +1,299 @@
+"""``PoolscopeMiddleware``: OpenTelemetry's ASGI server span, plus where the request waited.
+
+Built on ``opentelemetry-instrumentation-asgi``'s ``OpenTelemetryMiddleware``
+(the server span, HTTP attributes and metrics are OpenTelemetry's), with:
+
+* the roll-up of the request's queue waits on the server span:
+  ``executor.wait.total``, ``executor.wait.max``, ``executor.task.count``
+  (and ``executor.spans.dropped`` when the span budget ran out);
+* ``http.route`` as the route template, and the span named ``{method} {route}``;
+* the event-loop monitor started on the serving loop;
+* the values of the query string replaced with ``REDACTED`` on the server
+  span, whoever made it (OpenTelemetry's ASGI middleware, Starlette's or
+  FastAPI's own telemetry), unless ``capture_request_details``: a query
+  string often carries a prompt, an e-mail address or a token. The
+  User-Agent stays, as the HTTP conventions recommend (``user_agent.original``).
+
+If a server span is already current (Starlette's or FastAPI's own telemetry,
+``opentelemetry-instrumentation-fastapi``, an ``OpenTelemetryMiddleware``
+outside this one), no second span is made: that span gets the roll-up, and
+keeps its name and route, which its maker sets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Final
+from urllib.parse import unquote_plus
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.trace import Span, SpanKind
+
+from .. import semconv
+from .._config import NOT_GIVEN, Settings
+from .._core import _state
+from .._core._rollup import RequestRollup, current_rollup
+from .._errors import ConfigurationError
+from .._safety import logger, report_internal_error
+from ._route import span_details, span_method
+
+__all__ = [
+    "PoolscopeMiddleware",
+    "RollupMiddleware",
+    "redacted",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _is_server_span(span: Span) -> bool:
+    return span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER
+
+
+class _RollupApp:
+    """Inner ASGI app: opens the roll-up, runs the app, writes it on the server span.
+
+    ``names_span``: the span is our own OpenTelemetryMiddleware's, so a route
+    learnt only while routing names it; someone else's span keeps its name.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        span_budget: int | None,
+        standalone: Settings,
+        *,
+        names_span: bool = True,
+    ) -> None:
+        self.app = app
+        self.span_budget = span_budget
+        self.standalone = standalone  # when poolscope.instrument() is not active
+        self.names_span = names_span
+
+    def settings(self) -> Settings:
+        telemetry = _state.state.telemetry
+        return telemetry.settings if telemetry else self.standalone
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or current_rollup.get() is not None:
+            # A websocket's span (if any) carries no roll-up; or another
+            # PoolscopeMiddleware outside this one already rolls up.
+            await self.app(scope, receive, send)
+            return
+        span = trace.get_current_span()
+        settings = self.settings()
+        if not settings.capture_request_details:
+            _redact_safely(span)
+        budget = self.span_budget
+        if budget is None:
+            budget = settings.max_spans_per_request
+        rollup = RequestRollup(budget)
+
+        written = False
+
+        async def send_and_write(message: Message) -> None:
+            # OpenTelemetry ends the server span right after the last body
+            # message; the roll-up must be on it by then.
+            nonlocal written
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                written = True
+                _write_safely(span, rollup, scope, self.names_span)
+            await send(message)
+
+        token = current_rollup.set(rollup)
+        try:
+            await self.app(scope, receive, send_and_write)
+        finally:
+            current_rollup.reset(token)
+            if not written:  # no complete body sent (error, disconnect): write now
+                _write_safely(span, rollup, scope, self.names_span)
+
+
+def _redact_safely(span: Span) -> None:
+    """Overwrite what the client sent on the server span, as soon as we see it: the
+    span's start attributes are set, and its end (and export) are still to come."""
+    try:
+        if _is_server_span(span):
+            span.set_attributes(redacted(getattr(span, "attributes", None) or {}))
+    except Exception:
+        report_internal_error("redacting the server span")
+
+
+def _write_safely(span: Span, rollup: RequestRollup, scope: Scope, names_span: bool) -> None:
+    try:
+        _write(span, rollup, scope, names_span)
+    except Exception:
+        report_internal_error("writing the request roll-up")
+
+
+_QUERY_VALUED: Final = (semconv.ATTR_URL_QUERY,)
+_URL_VALUED: Final = (
+    semconv.ATTR_URL_FULL,
+    semconv.ATTR_HTTP_URL_OLD,
+    semconv.ATTR_HTTP_TARGET_OLD,
+)
+
+
+_PARAMETER_NAME: Final = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+
+
+def _redact_query(query: str) -> str:
+    """Keep the parameter names, replace every value.
+
+    A part without ``=`` is all value (``?sk-live-…``), and so is a "name" that
+    does not look like one (``?alice@example.com=``): both become ``REDACTED``.
+    """
+    parts = []
+    for part in query.split("&"):
+        name, equals, _ = part.partition("=")
+        name = unquote_plus(name)
+        if equals and _PARAMETER_NAME.fullmatch(name):
+            parts.append(f"{name}={semconv.REDACTED}")
+        elif part:
+            parts.append(semconv.REDACTED)
+    return "&".join(parts)
+
+
+def redacted(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """New values for the attributes that carry what the client sent."""
+    found: dict[str, str] = {}
+    for key in _QUERY_VALUED:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            found[key] = _redact_query(value)
+    for key in _URL_VALUED:
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            base, _, query = value.partition("?")
+            found[key] = f"{base}?{_redact_query(query.partition('#')[0])}"
+    return found
+
+
+def _write(span: Span, rollup: RequestRollup, scope: Scope, names_span: bool) -> None:
+    if not _is_server_span(span):
+        return
+    if rollup.task_count or rollup.spans_dropped or rollup.pinned_llm_ns:
+        # only on requests that handed work to a pool: the others' spans stay as made
+        span.set_attributes(_figures(rollup))
+    attributes = getattr(span, "attributes", None) or {}
+    if not names_span or semconv.ATTR_HTTP_ROUTE in attributes:
+        return
+    # Not matched at the start (app without routes at that level, or a route
+    # class with its own matching): take the route Starlette recorded while
+    # routing, for the span at least.
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        prefix = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
+        template = prefix + path
+        span.set_attribute(semconv.ATTR_HTTP_ROUTE, template)
+        span.update_name(f"{span_method(scope)} {template}")
+
+
+def _figures(rollup: RequestRollup) -> dict[str, float | int | bool]:
+    figures: dict[str, float | int | bool] = {
+        semconv.ATTR_EXECUTOR_WAIT_TOTAL: rollup.wait_total_ns / 1e9,
+        semconv.ATTR_EXECUTOR_WAIT_MAX: rollup.wait_max_ns / 1e9,
+        semconv.ATTR_EXECUTOR_TASK_COUNT: rollup.task_count,
+    }
+    if rollup.spans_dropped:
+        figures[semconv.ATTR_EXECUTOR_SPANS_DROPPED] = rollup.spans_dropped
+    if rollup.pinned_llm_ns:
+        figures[semconv.ATTR_EXECUTOR_PINNED_LLM] = True
+        figures[semconv.ATTR_EXECUTOR_PINNED_LLM_DURATION] = rollup.pinned_llm_ns / 1e9
+    return figures
+
+
+class RollupMiddleware:
+    """The roll-up (and the loop monitor) for a server span that another
+    middleware, outside this one, makes: Starlette's or OpenTelemetry's."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._rollup = _RollupApp(app, None, _standalone_settings(None), names_span=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            _state.on_serving_loop()
+        await self._rollup(scope, receive, send)
+
+
+def _standalone_settings(max_spans_per_request: int | None) -> Settings:
+    """The settings used when ``poolscope.instrument()`` is not active: the keyword,
+    then the environment. Starlette builds its middleware on the first request (or
+    the lifespan startup), so a bad variable is logged, not raised, and the
+    defaults serve: they redact."""
+    given = NOT_GIVEN if max_spans_per_request is None else max_spans_per_request
+    Settings.resolve(max_spans_per_request=given, environ={})  # a bad keyword raises
+    try:
+        return Settings.resolve(max_spans_per_request=given)
+    except ConfigurationError as error:
+        logger.error("poolscope: %s; PoolscopeMiddleware uses the defaults instead", error)
+        return Settings.resolve(max_spans_per_request=given, environ={})
+
+
+class PoolscopeMiddleware:
+    """ASGI middleware: the server span with the request's waits for workers.
+
+    Use it as ``app.add_middleware(PoolscopeMiddleware)`` or as a plain
+    wrapper, ``app = PoolscopeMiddleware(app)``. Keywords other than
+    ``max_spans_per_request`` go to ``OpenTelemetryMiddleware`` (for example
+    ``excluded_urls``, ``tracer_provider``, ``meter_provider``, hooks, and
+    ``default_span_details``, which then names the span instead of the route).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_spans_per_request: int | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        **otel_options: Any,
+    ) -> None:
+        self.app = app
+        standalone = _standalone_settings(max_spans_per_request)
+        names_span = "default_span_details" not in otel_options
+        # the roll-up on our own span, and on a span someone else made (theirs to name)
+        own = _RollupApp(app, max_spans_per_request, standalone, names_span=names_span)
+        self._enrich = _RollupApp(app, max_spans_per_request, standalone, names_span=False)
+        otel_options.setdefault("default_span_details", lambda scope: span_details(app, scope))
+        self._otel = OpenTelemetryMiddleware(
+            own,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            **otel_options,
+        )
+        self._warned_nested = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            # websockets and lifespan: OpenTelemetry's span for websockets, no roll-up
+            await (self._otel if scope["type"] == "websocket" else self.app)(scope, receive, send)
+            return
+        _state.on_serving_loop()
+        if _is_server_span(trace.get_current_span()) or self._instrumented_inside():
+            await self._enrich(scope, receive, send)  # the span someone else makes
+            return
+        await self._otel(scope, receive, send)
+
+    def _instrumented_inside(self) -> bool:
+        """An OpenTelemetry-instrumented app inside us makes its own server span."""
+        if not getattr(self.app, "_is_instrumented_by_opentelemetry", False):
+            return False
+        if not self._warned_nested:
+            self._warned_nested = True
+            logger.warning(
+                "poolscope: the app inside PoolscopeMiddleware is already instrumented by "
+                "OpenTelemetry, which makes the server span; poolscope does not make a "
+                "second one, and cannot put the wait roll-up on it or redact the query "
+                "values it records. Add poolscope with "
+                "app.add_middleware(PoolscopeMiddleware) instead of wrapping the app."
+            )
+        return True

@@ -1,0 +1,147 @@
+"""``concurrent.futures.ThreadPoolExecutor``, and with it the event loop's default executor.
+
+``loop.run_in_executor`` and ``asyncio.to_thread`` end in ``executor.submit``,
+and ``Executor.map`` calls ``submit`` too, so one class-level patch covers
+every thread pool. The task's wait is submit → a worker thread picks it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import importlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from .. import semconv
+from .._config import PATH_THREAD_POOL
+from .._core._patch import Patch
+from .._core._pools import Pool, register, thread_name_prefix_name
+from .._core._task import Task, begin
+from .._safety import report_internal_error
+
+__all__ = [
+    "patches",
+    "register_executor",
+    "run_in_executor_call",
+]
+
+
+class _RunInExecutorCall(threading.local):
+    """What ``run_in_executor`` tells the ``submit`` it makes, and learns back.
+
+    ``default``: the call was ``run_in_executor(None, ...)``, so the executor is
+    the loop's default (uvloop keeps it out of reach of Python code).
+    ``task``: the task ``submit`` created, to time the awaiting coroutine's resume.
+    """
+
+    inside = False
+    default = False
+    task: Task | None = None
+
+
+run_in_executor_call = _RunInExecutorCall()
+
+# Python 3.14's InterpreterPoolExecutor subclasses ThreadPoolExecutor but runs
+# tasks in subinterpreters, where poolscope's wrapper closure cannot go.
+_PASS_THROUGH: frozenset[type] = frozenset(
+    cls
+    for cls in (getattr(concurrent.futures, "InterpreterPoolExecutor", None),)
+    if isinstance(cls, type)
+)
+
+
+def _automatic_name(executor: ThreadPoolExecutor) -> str | None:
+    """The loop-default name, or the prefix a person chose; None: generate one."""
+    if run_in_executor_call.default:
+        return semconv.POOL_ASYNCIO_DEFAULT
+    loop = asyncio.events._get_running_loop()
+    if loop is not None and getattr(loop, "_default_executor", None) is executor:
+        return semconv.POOL_ASYNCIO_DEFAULT
+    prefix: str | None = getattr(executor, "_thread_name_prefix", None)
+    if prefix == "asyncio":  # what asyncio names the default executor it creates
+        return semconv.POOL_ASYNCIO_DEFAULT
+    return thread_name_prefix_name(prefix)
+
+
+def register_executor(executor: ThreadPoolExecutor, name: str | None) -> Pool:
+    max_workers: int = executor._max_workers
+    pool = register(
+        executor,
+        name or _automatic_name(executor),
+        semconv.EXECUTOR_TYPE_THREAD_POOL,
+        lambda: max_workers,
+    )
+    if name is not None and pool.name != name:
+        pool.rename(name)
+    return pool
+
+
+def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[Any]]:
+    @functools.wraps(original)
+    def submit(
+        self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
+        if type(self) in _PASS_THROUGH:
+            return original(self, fn, *args, **kwargs)
+        task = None
+        try:
+            task = begin(self, fn, PATH_THREAD_POOL, register_executor)
+            if task is None:
+                return original(self, fn, *args, **kwargs)
+            work = task.wrap(fn)
+        except Exception:
+            if task is not None:
+                task.discard()
+            report_internal_error("ThreadPoolExecutor.submit")
+            return original(self, fn, *args, **kwargs)
+        try:
+            future = original(self, work, *args, **kwargs)
+        except BaseException:
+            task.discard()
+            raise
+        future.add_done_callback(task.on_future_done)
+        if run_in_executor_call.inside:
+            run_in_executor_call.task = task
+        return future
+
+    return submit
+
+
+def _wrap_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def run_in_executor(self: Any, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+        call = run_in_executor_call
+        if call.inside:  # re-entered (a subclass calling super): the outer call handles it
+            return original(self, executor, func, *args)
+        call.inside = True
+        call.default = executor is None
+        try:
+            future = original(self, executor, func, *args)
+        finally:
+            call.inside = call.default = False
+        task, call.task = call.task, None
+        if task is not None:
+            try:
+                future.add_done_callback(task.on_awaited_future_done)
+            except Exception:
+                report_internal_error("loop.run_in_executor")
+        return future
+
+    return run_in_executor
+
+
+def patches() -> list[Patch]:
+    loops: list[Any] = [asyncio.BaseEventLoop]
+    with contextlib.suppress(ImportError):
+        loops.append(importlib.import_module("uvloop").Loop)
+    found = [Patch(ThreadPoolExecutor, "submit", _wrap_submit(ThreadPoolExecutor.submit))]
+    found.extend(
+        Patch(loop, "run_in_executor", _wrap_run_in_executor(loop.run_in_executor))
+        for loop in loops
+    )
+    return found
