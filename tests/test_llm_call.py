@@ -62,6 +62,9 @@ def test_a_failed_call_has_error_type_and_reraises(telemetry: Telemetry) -> None
         raise TimeoutError("upstream too slow")
     [span] = telemetry.spans("chat m")
     assert span.status.status_code is StatusCode.ERROR
+    # the one error policy, as on the task spans (tests/test_thread_pool.py)
+    assert span.status.description == "TimeoutError: upstream too slow"
+    assert [event.name for event in span.events] == ["exception"]
     assert (span.attributes or {})[semconv.ATTR_ERROR_TYPE] == "TimeoutError"
     [duration] = telemetry.points(semconv.METRIC_GEN_AI_OPERATION_DURATION)
     assert duration.attributes[semconv.ATTR_ERROR_TYPE] == "TimeoutError"

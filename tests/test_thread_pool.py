@@ -87,6 +87,7 @@ def test_a_raising_task_marks_its_run_span_and_reraises_unchanged(telemetry: Tel
     assert raised.value is error
     [run_span] = telemetry.spans(semconv.SPAN_RUN, pool="raising")
     assert run_span.status.status_code is StatusCode.ERROR
+    assert run_span.status.description == "KeyError: 'missing'"
     assert run_span.attributes is not None
     assert run_span.attributes[semconv.ATTR_ERROR_TYPE] == "KeyError"
     assert [event.name for event in run_span.events] == ["exception"]

@@ -12,6 +12,7 @@ touches OpenTelemetry is guarded by :func:`report_internal_error`.
 from __future__ import annotations
 
 import contextvars
+import enum
 import functools
 import threading
 import time
@@ -30,15 +31,34 @@ from ._recorder import record
 from ._rollup import current_rollup
 from ._telemetry import Telemetry, context_inside
 
-__all__ = ["Task", "begin", "current_task", "error_type", "function_name"]
+__all__ = [
+    "Task",
+    "TaskState",
+    "begin",
+    "current_task",
+    "error_type",
+    "function_name",
+    "mark_error",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-WAITING: Final = 0
-RUNNING: Final = 1
-DONE: Final = 2
-ABANDONED: Final = 3
+
+class TaskState(enum.IntEnum):
+    """Where a task is: it leaves ``WAITING`` once, to run or to be abandoned."""
+
+    WAITING = 0
+    RUNNING = 1
+    DONE = 2
+    ABANDONED = 3
+
+
+# module constants: the hot path compares against these (a global read, not an attribute)
+WAITING: Final = TaskState.WAITING
+RUNNING: Final = TaskState.RUNNING
+DONE: Final = TaskState.DONE
+ABANDONED: Final = TaskState.ABANDONED
 
 _monotonic_ns = time.monotonic_ns
 _NS_PER_S: Final = 1e9
@@ -228,13 +248,7 @@ class Task:
         self.started = now
         try:
             if waited:
-                wait_ns = now - self.submitted
-                # An exemplar links the wait histogram to this trace; worth its
-                # cost only for a wait long enough to get a span of its own.
-                exemplar = self.parent if wait_ns >= self.telemetry.wait_threshold_ns else None
-                record(self.telemetry.wait, wait_ns / _NS_PER_S, pool.attributes, exemplar)
-                if self.rollup is not None:
-                    self.rollup.add_wait(wait_ns)
+                self._record_wait(now - self.submitted, pool.attributes)
             if self.traced:
                 return self._start_spans(now, waited, attach)
             if attach and self.parent:
@@ -260,7 +274,7 @@ class Task:
             if span is not None:
                 self.run_span = None
                 if exc is not None:
-                    _mark_error(span, exc)
+                    mark_error(span, exc)
                 span.end(end_time=now + self.offset)
         except Exception:
             report_internal_error("recording the end of a task")
@@ -272,11 +286,8 @@ class Task:
         """The task will never start: cancelled while waiting, or its pool broke."""
         now = _monotonic_ns()
         pool = self.pool
-        with pool.lock:
-            if self.state != WAITING:
-                return
-            pool.pending -= 1
-            self.state = ABANDONED
+        if not self._leave_waiting(ABANDONED):
+            return
         try:
             if cancelled:
                 attributes = pool.cancelled_attributes
@@ -284,19 +295,14 @@ class Task:
                 attributes = {**pool.attributes, semconv.ATTR_ERROR_TYPE: error_type(error)}
             else:
                 attributes = pool.attributes
-            waited = now - self.submitted
-            long_wait = waited >= self.telemetry.wait_threshold_ns
-            exemplar = self.parent if long_wait else None
-            record(self.telemetry.wait, waited / _NS_PER_S, attributes, exemplar)
-            if self.rollup is not None:
-                self.rollup.add_wait(waited)
+            long_wait = self._record_wait(now - self.submitted, attributes)
             if self.traced and long_wait and not self.flagged and self._may_span():
                 offset = _epoch_offset_ns()
                 span = self._wait_span(offset)
                 if cancelled:
                     span.set_attribute(semconv.ATTR_EXECUTOR_TASK_CANCELLED, True)
                 elif error is not None:
-                    _mark_error(span, error)
+                    mark_error(span, error)
                 span.end(end_time=now + offset)
         except Exception:
             report_internal_error("recording an abandoned task")
@@ -336,44 +342,56 @@ class Task:
 
     def discard(self) -> None:
         """The submit itself failed: undo the pending count, record nothing."""
-        with self.pool.lock:
-            if self.state == WAITING:
-                self.pool.pending -= 1
-                self.state = ABANDONED
+        self._leave_waiting(ABANDONED)
 
     def finish_remote(self, started_epoch_ns: int, run_ns: int, exc: BaseException | None) -> None:
         """Record a task that ran in another process, from the times it reported."""
         self.ended = _monotonic_ns()
         pool = self.pool
-        with pool.lock:
-            if self.state != WAITING:
-                return
-            pool.pending -= 1
-            self.state = DONE
+        if not self._leave_waiting(DONE):
+            return
         try:
             offset = _epoch_offset_ns()
             submitted_epoch = self.submitted + offset
             waited = max(started_epoch_ns - submitted_epoch, 0)
             started_local = self.submitted + waited
-            exemplar = self.parent if waited >= self.telemetry.wait_threshold_ns else None
-            record(self.telemetry.wait, waited / _NS_PER_S, pool.attributes, exemplar)
-            if self.rollup is not None:
-                self.rollup.add_wait(waited)
+            long_wait = self._record_wait(waited, pool.attributes)
             attributes = pool.attributes
             if exc is not None:
                 attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
             record(self.telemetry.run, run_ns / _NS_PER_S, attributes, None)
             if not self.traced:
                 return
-            if waited >= self.telemetry.wait_threshold_ns and self._may_span():
+            if long_wait and self._may_span():
                 self._wait_span(offset).end(end_time=started_local + offset)
             if self.telemetry.run_spans and self._may_span():
                 span = self._run_span(started_local + offset)
                 if exc is not None:
-                    _mark_error(span, exc)
+                    mark_error(span, exc)
                 span.end(end_time=started_local + offset + run_ns)
         except Exception:
             report_internal_error("recording a process pool task")
+
+    def _leave_waiting(self, to: TaskState) -> bool:
+        """Leave ``WAITING`` for ``to`` (done elsewhere, or abandoned); False if it had left."""
+        pool = self.pool
+        with pool.lock:
+            if self.state != WAITING:
+                return False
+            pool.pending -= 1
+            self.state = to
+        return True
+
+    def _record_wait(self, wait_ns: int, attributes: dict[str, Any]) -> bool:
+        """Record the wait, however it ended; True if long enough for a span of its own."""
+        telemetry = self.telemetry
+        long_wait = wait_ns >= telemetry.wait_threshold_ns
+        # An exemplar links the wait histogram to this trace; worth its cost only
+        # for a wait long enough to get a span of its own.
+        record(telemetry.wait, wait_ns / _NS_PER_S, attributes, self.parent if long_wait else None)
+        if self.rollup is not None:
+            self.rollup.add_wait(wait_ns)
+        return long_wait
 
     # --- nested offloads (see _nested) --------------------------------------------
 
@@ -458,7 +476,11 @@ class Task:
         )
 
 
-def _mark_error(span: Span, exc: BaseException) -> None:
+def mark_error(span: Span, exc: BaseException) -> None:
+    """The one error policy of poolscope's spans: the exception event, ``error.type``,
+    and an error status described ``"{type}: {message}"``, as the SDK's own
+    ``start_as_current_span`` sets it for a span ended by an exception, so that
+    a failure reads alike on every span of the trace."""
     span.record_exception(exc)
     span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type(exc))
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

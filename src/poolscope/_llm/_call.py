@@ -29,12 +29,13 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from opentelemetry import context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry import context, trace
+from opentelemetry.trace import Span, SpanKind
 
 from .. import semconv
 from .._core import _state
-from .._core._task import current_task, error_type
+from .._core._recorder import record
+from .._core._task import current_task, error_type, mark_error
 from .._core._telemetry import Instruments, context_inside
 from .._errors import ConfigurationError
 from .._safety import report_internal_error
@@ -215,24 +216,28 @@ class LLMCall:
         if span is not None:
             span.set_attributes(self._response_attributes())
             if exc is not None:
-                span.record_exception(exc)
-                span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type(exc))
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                mark_error(span, exc)
             span.end()
         instruments = self._instruments
         if instruments is not None:
-            instruments.gen_ai_duration.record(duration, metric_attributes)
+            # through the one recording path (off this thread), each with the call's
+            # trace as its exemplar: an LLM call is what a latency spike clicks through to
+            exemplar = trace.set_span_in_context(span) if span is not None else None
+            record(instruments.gen_ai_duration, duration, metric_attributes, exemplar)
             for kind, count in (
                 (semconv.GEN_AI_TOKEN_TYPE_INPUT, self.input_tokens),
                 (semconv.GEN_AI_TOKEN_TYPE_OUTPUT, self.output_tokens),
             ):
                 if count is not None:
-                    instruments.gen_ai_tokens.record(
-                        count, {**metric_attributes, semconv.ATTR_GEN_AI_TOKEN_TYPE: kind}
+                    record(
+                        instruments.gen_ai_tokens,
+                        count,
+                        {**metric_attributes, semconv.ATTR_GEN_AI_TOKEN_TYPE: kind},
+                        exemplar,
                     )
             if self.stream and self._first_chunk_ns is not None:
                 first = (self._first_chunk_ns - self._started) / 1e9
-                instruments.gen_ai_first_chunk.record(first, metric_attributes)
+                record(instruments.gen_ai_first_chunk, first, metric_attributes, exemplar)
         task = self._pool_task
         if task is not None and task.rollup is not None:
             task.rollup.add_pinned(ended - self._started)

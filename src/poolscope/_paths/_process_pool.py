@@ -26,9 +26,8 @@ from .. import semconv
 from .._config import PATH_PROCESS_POOL
 from .._core._patch import Patch
 from .._core._pools import Pool, register
-from .._core._task import Task, begin
-from .._safety import report_internal_error
-from ._thread_pool import run_in_executor_call
+from .._core._task import Task
+from ._executor import submit_recorded
 
 __all__ = ["patches", "register_executor"]
 
@@ -158,34 +157,36 @@ def register_executor(executor: ProcessPoolExecutor, name: str | None) -> Pool:
     return pool
 
 
+def _timed_call(task: Task, fn: Callable[..., Any]) -> _TimedCall:
+    """``fn`` as the worker process runs it: timed there, in the submitter's trace."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, task.parent)
+    return _TimedCall(fn, carrier)
+
+
+def _result_future(task: Task, inner: Future[Any]) -> Future[Any]:
+    outer = _ResultFuture(inner)
+    inner.add_done_callback(functools.partial(_settle, task, outer))
+    return outer
+
+
 def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[Any]]:
     @functools.wraps(original)
     def submit(
         self: ProcessPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Future[Any]:
-        task = None
-        try:
-            task = begin(self, fn, PATH_PROCESS_POOL, register_executor)
-            if task is None:
-                return original(self, fn, *args, **kwargs)
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier, task.parent)
-            work = _TimedCall(fn, carrier)
-        except Exception:
-            if task is not None:
-                task.discard()
-            report_internal_error("ProcessPoolExecutor.submit")
-            return original(self, fn, *args, **kwargs)
-        try:
-            inner = original(self, work, *args, **kwargs)
-        except BaseException:
-            task.discard()
-            raise
-        outer = _ResultFuture(inner)
-        inner.add_done_callback(functools.partial(_settle, task, outer))
-        if run_in_executor_call.inside:
-            run_in_executor_call.task = task
-        return outer
+        return submit_recorded(
+            original,
+            self,
+            fn,
+            args,
+            kwargs,
+            path=PATH_PROCESS_POOL,
+            register=register_executor,
+            prepare=_timed_call,
+            where="ProcessPoolExecutor.submit",
+            settle=_result_future,
+        )
 
     return submit
 

@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import functools
 import importlib
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -21,8 +20,9 @@ from .. import semconv
 from .._config import PATH_THREAD_POOL
 from .._core._patch import Patch
 from .._core._pools import Pool, register, thread_name_prefix_name
-from .._core._task import Task, begin
+from .._core._task import Task
 from .._safety import report_internal_error
+from ._executor import run_in_executor_call, submit_recorded
 
 __all__ = [
     "patches",
@@ -30,21 +30,6 @@ __all__ = [
     "run_in_executor_call",
 ]
 
-
-class _RunInExecutorCall(threading.local):
-    """What ``run_in_executor`` tells the ``submit`` it makes, and learns back.
-
-    ``default``: the call was ``run_in_executor(None, ...)``, so the executor is
-    the loop's default (uvloop keeps it out of reach of Python code).
-    ``task``: the task ``submit`` created, to time the awaiting coroutine's resume.
-    """
-
-    inside = False
-    default = False
-    task: Task | None = None
-
-
-run_in_executor_call = _RunInExecutorCall()
 
 # Python 3.14's InterpreterPoolExecutor subclasses ThreadPoolExecutor but runs
 # tasks in subinterpreters, where poolscope's wrapper closure cannot go.
@@ -81,6 +66,11 @@ def register_executor(executor: ThreadPoolExecutor, name: str | None) -> Pool:
     return pool
 
 
+def _settled_by_done_callback(task: Task, future: Future[Any]) -> Future[Any]:
+    future.add_done_callback(task.on_future_done)
+    return future
+
+
 def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[Any]]:
     @functools.wraps(original)
     def submit(
@@ -88,26 +78,18 @@ def _wrap_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[A
     ) -> Future[Any]:
         if type(self) in _PASS_THROUGH:
             return original(self, fn, *args, **kwargs)
-        task = None
-        try:
-            task = begin(self, fn, PATH_THREAD_POOL, register_executor)
-            if task is None:
-                return original(self, fn, *args, **kwargs)
-            work = task.wrap(fn)
-        except Exception:
-            if task is not None:
-                task.discard()
-            report_internal_error("ThreadPoolExecutor.submit")
-            return original(self, fn, *args, **kwargs)
-        try:
-            future = original(self, work, *args, **kwargs)
-        except BaseException:
-            task.discard()
-            raise
-        future.add_done_callback(task.on_future_done)
-        if run_in_executor_call.inside:
-            run_in_executor_call.task = task
-        return future
+        return submit_recorded(
+            original,
+            self,
+            fn,
+            args,
+            kwargs,
+            path=PATH_THREAD_POOL,
+            register=register_executor,
+            prepare=Task.wrap,
+            where="ThreadPoolExecutor.submit",
+            settle=_settled_by_done_callback,
+        )
 
     return submit
 
