@@ -131,3 +131,17 @@ def test_every_subpackage_says_what_it_may_import() -> None:
 @pytest.mark.parametrize("name", [n for n in poolscope.__all__ if not n.startswith("__")])
 def test_public_objects_show_as_poolscope(name: str) -> None:
     assert getattr(poolscope, name).__module__ == "poolscope"
+
+
+def test_the_readme_states_the_supported_range_of_every_patched_library() -> None:
+    from packaging.requirements import Requirement
+
+    from poolscope._runtime import SUPPORTED
+
+    readme = (SRC.parent / "README.md").read_text()
+    status = readme[readme.index("## Status") :]
+    for requirement in map(Requirement, SUPPORTED.values()):
+        assert requirement.name in status.lower(), requirement
+        for spec in requirement.specifier:
+            sign = {">=": "≥", "<": "<"}[spec.operator]
+            assert f"{sign} {spec.version}" in status, (requirement, spec)

@@ -261,3 +261,26 @@ def test_asyncio_run_with_and_without_uvloop_after_uninstrument_is_untouched() -
 
     assert asyncio.run(main()) == 2
     assert uvloop.run(main()) == 2
+
+
+def test_a_library_outside_its_supported_range_is_skipped_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """anyio 3, say: its path would patch nothing that exists, silently. It is said once
+    instead, and the other paths still record."""
+    from poolscope import _runtime
+    from poolscope._config import PATH_ANYIO
+
+    monkeypatch.setitem(_runtime.SUPPORTED, PATH_ANYIO, "anyio >= 99")
+    anyios = anyio_asyncio.AsyncIOBackend.__dict__["run_sync_in_worker_thread"]
+    submit = ThreadPoolExecutor.submit
+    poolscope.instrument()
+    try:
+        assert anyio_asyncio.AsyncIOBackend.__dict__["run_sync_in_worker_thread"] is anyios
+        assert ThreadPoolExecutor.submit is not submit
+        warnings = [r.getMessage() for r in caplog.records if r.name == "poolscope"]
+        assert len(warnings) == 1
+        assert "anyio 4.16.0" in warnings[0]
+        assert "anyio >= 99" in warnings[0]
+    finally:
+        poolscope.uninstrument()

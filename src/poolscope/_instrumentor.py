@@ -32,7 +32,15 @@ class PoolscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()  # concurrent.futures and asyncio are stdlib; anyio is optional
+        """None: the thread and process pool paths patch the standard library.
+
+        ``BaseInstrumentor`` (and ``opentelemetry-instrument``) skip an
+        instrumentor whole when any dependency it names is missing; poolscope's
+        third-party paths are each optional, so each checks its own library
+        against its range (``poolscope._runtime.SUPPORTED``) when installed, and
+        one outside it is skipped with a warning.
+        """
+        return ()
 
     def _instrument(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(_SETTING_NAMES) - set(_PROVIDER_NAMES))

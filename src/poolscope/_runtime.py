@@ -13,8 +13,10 @@ The hot paths read what this writes from ``_core._state``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 
 from ._asgi import _starlette
 from ._config import (
@@ -32,8 +34,25 @@ from ._core._state import bind, ensure_telemetry, lock, state
 from ._core._telemetry import Telemetry
 from ._llm import _openai
 from ._paths import _anyio, _process_pool, _thread_pool
+from ._safety import logger
 
-__all__ = ["activate", "deactivate", "ensure_path", "ensure_telemetry", "is_active"]
+__all__ = [
+    "SUPPORTED",
+    "activate",
+    "deactivate",
+    "ensure_path",
+    "ensure_telemetry",
+    "is_active",
+]
+
+SUPPORTED: Final = {
+    PATH_ANYIO: "anyio >= 4.4, < 5",
+    PATH_STARLETTE: "starlette >= 0.40",
+    PATH_OPENAI: "openai >= 1.40",
+}
+"""The library each third-party path patches, and the versions it knows how to patch.
+(The other paths patch the standard library.) A path whose library is absent has
+nothing to patch; one whose library is outside its range is skipped, said once."""
 
 _PATCHES: dict[str, Callable[[], list[Patch]]] = {
     PATH_OPENAI: _openai.patches,
@@ -44,10 +63,29 @@ _PATCHES: dict[str, Callable[[], list[Patch]]] = {
 }
 
 
+def _supported(path: str) -> bool:
+    requirement = SUPPORTED.get(path)
+    if requirement is None:
+        return True
+    conflict = get_dependency_conflicts([requirement])
+    if conflict is None:
+        return True
+    if conflict.found is not None:  # installed, at a version outside the range
+        logger.warning(
+            "poolscope: %s is installed, outside the versions poolscope supports (%s): "
+            "the %r path is off",
+            conflict.found,
+            requirement,
+            path,
+        )
+    return False
+
+
 def _install(path: str) -> None:
     if path in state.patches:
         return
-    state.patches[path] = [install(patch) for patch in _PATCHES[path]()]
+    patches = _PATCHES[path]() if _supported(path) else []
+    state.patches[path] = [install(patch) for patch in patches]
 
 
 def activate(
