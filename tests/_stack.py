@@ -37,6 +37,11 @@ BINARIES = {
 }
 
 
+LOADGEN = [sys.executable, "-m", "poolscope._cli._loadgen"]
+"""The load generator's command (poolscope's own, in a process of its own): add its
+arguments, ``[--requests N] URL SECONDS PATH:USERS[:PAUSE] ...``."""
+
+
 def binary(name: str) -> str:
     """Path of a stack binary; fail under CI, skip elsewhere, when it is missing."""
     variable, on_path = BINARIES[name]

@@ -94,14 +94,8 @@ def make_telemetry() -> Telemetry:
 def fresh_pool_names() -> Iterator[None]:
     """Each test starts under the cardinality guard with no pool names seen: the
     suite as a whole names far more pools than the cap (200) lets through."""
-    guard = _pools._names
-    saved = (guard.limit, set(guard.seen), guard.folded)
-    guard.seen.clear()
-    guard.folded = 0
-    try:
+    with _pools.fresh_names():
         yield
-    finally:
-        guard.limit, guard.seen, guard.folded = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture

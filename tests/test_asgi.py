@@ -27,6 +27,8 @@ from conftest import Telemetry, make_telemetry
 from poolscope import PoolscopeMiddleware, semconv
 from poolscope._asgi._middleware import redacted
 
+pytestmark = pytest.mark.servers
+
 CONCURRENCY = 60
 TOKENS = 4
 BLOCKING_S = 0.2

@@ -16,14 +16,10 @@ from poolscope._core import _pools
 
 @pytest.fixture
 def room_for_three(telemetry: Telemetry) -> Iterator[None]:
-    """Set the cap three names above what this process has seen so far."""
-    guard = _pools._names
-    saved = (guard.limit, set(guard.seen), guard.folded)
-    guard.limit = len(guard.seen) + 3
-    try:
+    """No name seen yet, and a cap of three."""
+    with _pools.fresh_names():
+        _pools.set_name_limit(3)
         yield
-    finally:
-        guard.limit, guard.seen, guard.folded = saved[0], saved[1], saved[2]
 
 
 @pytest.mark.usefixtures("room_for_three")
@@ -55,11 +51,10 @@ def test_names_past_the_cap_are_counted_as_other_while_spans_keep_them(
 
 @pytest.mark.usefixtures("room_for_three")
 def test_the_loop_pools_are_never_folded() -> None:
-    guard = _pools._names
-    guard.limit = len(guard.seen)  # full
-    assert guard.for_metrics(semconv.POOL_ASYNCIO_DEFAULT) == semconv.POOL_ASYNCIO_DEFAULT
-    assert guard.for_metrics(semconv.POOL_ANYIO_DEFAULT) == semconv.POOL_ANYIO_DEFAULT
-    assert guard.for_metrics("a-new-name") == semconv.POOL_OTHER
+    _pools.set_name_limit(0)  # full
+    assert _pools.metric_name(semconv.POOL_ASYNCIO_DEFAULT) == semconv.POOL_ASYNCIO_DEFAULT
+    assert _pools.metric_name(semconv.POOL_ANYIO_DEFAULT) == semconv.POOL_ANYIO_DEFAULT
+    assert _pools.metric_name("a-new-name") == semconv.POOL_OTHER
 
 
 @pytest.mark.parametrize("raw", ["-1", "many", "1e3", "100001", " 5x"])

@@ -22,7 +22,16 @@ from typing import Any
 
 import pytest
 
-from _stack import ROOT, free_port, services, start_app, start_fake_llm, tcp_open, wait_until
+from _stack import (
+    LOADGEN,
+    ROOT,
+    free_port,
+    services,
+    start_app,
+    start_fake_llm,
+    tcp_open,
+    wait_until,
+)
 from poolscope import semconv
 
 POOLSCOPE = [sys.executable, "-m", "poolscope"]
@@ -136,7 +145,7 @@ def test_diagnose_names_the_starved_pool_of_a_running_app_and_exits_1(tmp_path: 
         assert idle.returncode == 0, idle.stdout + idle.stderr
         assert "No pool hit its limit" in idle.stdout
         load = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "_sustain.py"), app, "14", "/chat:20"],
+            [*LOADGEN, app, "14", "/chat:20"],
             stdout=subprocess.DEVNULL,
         )
         try:
@@ -257,7 +266,7 @@ def test_top_shows_a_starving_app_live_and_quits_on_ctrl_c(
     with services(tmp_path) as start:
         app, url = _naive_app(start)
         load = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "_sustain.py"), app, "30", "/chat:20"],
+            [*LOADGEN, app, "30", "/chat:20"],
             stdout=subprocess.DEVNULL,
         )
         try:

@@ -38,7 +38,7 @@ import pytest
 
 from _stack import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack
 
 CACHE = Path(os.environ.get("POOLSCOPE_CACHE", Path.home() / ".cache" / "poolscope")) / "compat"
 SITE = ROOT / "tests" / "compat" / "site"

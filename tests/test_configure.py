@@ -14,6 +14,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.servers
+
 TESTS = Path(__file__).resolve().parent
 
 

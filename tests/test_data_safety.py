@@ -419,7 +419,7 @@ def _plant(bodies: list[tuple[str, bytes]], secret: str) -> list[tuple[str, byte
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.stack
 def test_the_search_finds_a_secret_in_every_kind_of_exported_field(
     default_run: Exported,
 ) -> None:
@@ -443,7 +443,7 @@ def test_the_search_finds_a_secret_in_every_kind_of_exported_field(
     assert raw_leaks(bodies, {"planted": secret}) == {"planted"}
 
 
-@pytest.mark.slow
+@pytest.mark.stack
 def test_nothing_the_requests_carry_is_exported_by_default(default_run: Exported) -> None:
     """The issue's promise, checked on everything the apps send out, not on chosen fields."""
     run = default_run
@@ -474,7 +474,7 @@ def test_nothing_the_requests_carry_is_exported_by_default(default_run: Exported
     assert not raw_leaks(run.bodies, secrets)
 
 
-@pytest.mark.slow
+@pytest.mark.stack
 def test_with_content_capture_on_the_prompt_and_completion_are_exported(
     tmp_path: Path,
 ) -> None:

@@ -23,7 +23,7 @@ import pytest
 from _stack import binary, free_port, services, start_collector
 from poolscope import semconv
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack
 
 DEFAULT_EXECUTOR_LIMIT = min(32, (os.cpu_count() or 1) + 4)
 ANYIO_LIMIT = 40

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from _stack import (
-    ROOT,
+    LOADGEN,
     http_get,
     services,
     start_app,
@@ -32,14 +31,14 @@ from _stack import (
 from poolscope import semconv
 from poolscope._analysis import _promql as p
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack
 
 SLOW_NS = 100_000_000  # the gateway's threshold for a long wait, 100 ms
 
 
 def _load(url: str, seconds: int, spec: str) -> int:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "_sustain.py"), url, str(seconds), spec],
+        [*LOADGEN, url, str(seconds), spec],
         capture_output=True,
         text=True,
         check=True,

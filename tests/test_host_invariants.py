@@ -34,6 +34,8 @@ from conftest import Telemetry, make_telemetry
 from poolscope import PoolscopeMiddleware, semconv
 from poolscope._asgi._middleware import RollupMiddleware
 
+pytestmark = pytest.mark.servers
+
 
 def echo(*args: object, **kwargs: object) -> tuple[tuple[object, ...], dict[str, object]]:
     return args, kwargs

@@ -25,6 +25,8 @@ from poolscope import semconv
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 import fake_llm
 
+pytestmark = pytest.mark.servers
+
 
 def test_a_call_makes_a_client_span_and_the_genai_metrics(telemetry: Telemetry) -> None:
     with poolscope.llm_call(

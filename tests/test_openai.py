@@ -24,6 +24,8 @@ from poolscope import semconv
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 import fake_llm
 
+pytestmark = pytest.mark.servers
+
 FIRST_TOKEN_S = 0.1
 PER_TOKEN_S = 0.01
 TOKENS = 8

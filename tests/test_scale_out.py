@@ -25,6 +25,7 @@ from tools.stackgen import alerts
 
 import poolscope
 from _stack import (
+    LOADGEN,
     ROOT,
     Prometheus,
     Service,
@@ -39,7 +40,7 @@ from poolscope import semconv
 from poolscope._analysis import _promql as p
 from poolscope._analysis import _queries as q
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack
 
 SERVICE = "naive-llm-app"
 LIMIT = min(32, (os.cpu_count() or 1) + 4)
@@ -79,8 +80,7 @@ def _load_argv(port: int, seconds: int, *options: str) -> list[str]:
     """30 closed-loop users on /chat of the server on ``port``."""
     url = f"http://127.0.0.1:{port}"
     return [
-        sys.executable,
-        str(ROOT / "tests" / "_sustain.py"),
+        *LOADGEN,
         *options,
         url,
         str(seconds),

@@ -20,6 +20,8 @@ from _servers import serve
 from conftest import Telemetry
 from poolscope import semconv
 
+pytestmark = pytest.mark.servers
+
 
 def starlette_app(static_file: Path) -> Starlette:
     def sync_endpoint(request: Request) -> PlainTextResponse:

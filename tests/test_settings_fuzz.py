@@ -16,6 +16,8 @@ from poolscope import ConfigurationError
 from poolscope import _config as c
 from poolscope._sdk._configure import _Plan
 
+pytestmark = pytest.mark.properties
+
 SETTINGS = {
     "wait_span_threshold": c.ENV_WAIT_SPAN_THRESHOLD_MS,
     "run_spans": c.ENV_RUN_SPANS,

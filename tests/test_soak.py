@@ -20,7 +20,7 @@ from benchmarks import soak
 
 import _stack
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack
 
 TASKS = 20_000
 

@@ -34,6 +34,7 @@ import yaml
 from tools.stackgen import alerts, dashboard
 
 from _stack import (
+    LOADGEN,
     ROOT,
     Prometheus,
     cpu_seconds,
@@ -49,7 +50,7 @@ from _stack import (
 from poolscope import semconv
 from poolscope._analysis import _promql as p
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack
 
 NAIVE = "naive-llm-app"
 FIXED = "fixed-llm-app"
@@ -81,7 +82,7 @@ class Stack:
 
 def _load(cleanup: ExitStack, url: str, spec: list[str]) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "_sustain.py"), url, str(LOAD_SECONDS), *spec],
+        [*LOADGEN, url, str(LOAD_SECONDS), *spec],
         stdout=subprocess.PIPE,
         text=True,
     )

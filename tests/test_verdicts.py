@@ -29,14 +29,13 @@ from prometheus_client import start_http_server
 import poolscope
 from _helpers import duration_ms
 from _servers import serve
-from _stack import ROOT, binary, free_port
+from _stack import LOADGEN, binary, free_port
 from apps import bottlenecks
 from conftest import Telemetry, make_telemetry
 from poolscope import PoolscopeMiddleware, semconv
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack
 
-SUSTAIN = ROOT / "tests" / "_sustain.py"
 WATCH_S = 6
 """How long ``poolscope diagnose`` watches, once the load has ramped up."""
 RAMP_S = 2
@@ -149,9 +148,15 @@ def test_a_cpu_bound_async_app_is_cpu_bound_and_nothing_else(
 def test_each_blocking_request_is_its_own_blocked_span_and_the_loop_is_blocked(
     served: Served, tmp_path: Path
 ) -> None:
-    # Ten at a time, four times over: 40 requests that each hold the loop for 300 ms.
+    # Ten users, four requests each: 40 requests that each hold the loop for 300 ms.
     status, found, text = _under_load(
-        [sys.executable, str(ROOT / "tests" / "_load.py"), served.url, "/block", "10", "4"],
+        [
+            *LOADGEN,
+            "--requests=4",
+            served.url,
+            "120",
+            "/block:10",
+        ],
         served,
         tmp_path,
     )
@@ -198,7 +203,9 @@ def test_worker_threads_running_python_are_gil_contention_not_a_blocked_loop(
     # workers hold the GIL, the loop waits for it, and the pool is not what is short.
     seconds = RAMP_S + WATCH_S + 2
     status, found, text = _under_load(
-        [sys.executable, str(SUSTAIN), served.url, str(seconds), "/crunch:16"], served, tmp_path
+        [*LOADGEN, served.url, str(seconds), "/crunch:16"],
+        served,
+        tmp_path,
     )
     kinds = [verdict["kind"] for verdict in found["verdicts"]]
     assert kinds == ["gil_contention"], text

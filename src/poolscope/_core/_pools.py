@@ -8,13 +8,14 @@ which only touches the captured ``Pool`` objects, never an event loop.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import re
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -25,6 +26,8 @@ from .._safety import logger
 __all__ = [
     "Pool",
     "PoolSnapshot",
+    "fresh_names",
+    "metric_name",
     "pool_for",
     "register",
     "set_name_limit",
@@ -76,6 +79,30 @@ class _NameGuard:
 
 
 _names = _NameGuard(DEFAULT_MAX_POOL_NAMES)
+
+
+def metric_name(name: str) -> str:
+    """The name a pool called ``name`` gets in metrics: itself, or ``other`` past the cap."""
+    return _names.for_metrics(name)
+
+
+@contextlib.contextmanager
+def fresh_names() -> Iterator[None]:
+    """No pool name seen yet while inside, and the guard as it was afterwards.
+
+    For test suites: one process names far more pools than the cap lets through,
+    and each test must start under the cap as an application does.
+    """
+    guard = _names
+    with guard.lock:
+        saved = (guard.limit, set(guard.seen), guard.folded)
+        guard.seen.clear()
+        guard.folded = 0
+    try:
+        yield
+    finally:
+        with guard.lock:
+            guard.limit, guard.seen, guard.folded = saved
 
 
 def set_name_limit(limit: int) -> None:
