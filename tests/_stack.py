@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -25,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from poolscope._cli._children import Child, listening
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARIES = {
@@ -85,27 +85,11 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
-class Service:
-    """A child process in its own process group, logging to a file."""
+class Service(Child):
+    """A child process of the stack (poolscope's own runner), started from the repository."""
 
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log = log_dir / f"{name}.log"
-        self._log_file = self.log.open("wb")
-        self.process = subprocess.Popen(
-            argv,
-            env={**os.environ, **env},
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+        super().__init__(name, argv, {**os.environ, **env}, log_dir / f"{name}.log", cwd=ROOT)
 
     def wait_ready(self, check: Callable[[], Any], timeout: float = 60) -> None:
         def ready() -> Any:
@@ -115,16 +99,6 @@ class Service:
 
         wait_until(ready, timeout=timeout, what=f"{self.name} to be ready")
 
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self._log_file.close()
-
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds a live process has used (Linux ``/proc``)."""
@@ -133,10 +107,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tcp_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+tcp_open = listening
 
 
 @contextmanager

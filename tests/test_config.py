@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 import poolscope
+from poolscope import ConfigurationError
 from poolscope._config import PATHS, Settings
 
 
@@ -127,3 +128,16 @@ def test_instrument_accepts_every_setting_by_keyword() -> None:
             poolscope.instrument(**{field.name: getattr(defaults, field.name)})
         finally:
             poolscope.uninstrument()
+
+
+def test_every_setting_has_one_row_in_the_table_and_one_field() -> None:
+    from poolscope import _config
+
+    assert list(_config._SETTINGS) == [f.name for f in dataclasses.fields(Settings)]
+    variables = [setting.env for setting in _config._SETTINGS.values()]
+    assert len(set(variables)) == len(variables)
+
+
+def test_an_unknown_setting_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigurationError, match="'wait_span_treshold'"):
+        Settings.resolve(wait_span_treshold=0.1, environ={})

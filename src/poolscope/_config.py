@@ -6,11 +6,13 @@ start-up with a message naming the setting, never inside a request.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from ._errors import ConfigurationError
 
@@ -123,77 +125,23 @@ class Settings:
     capture_request_details: bool = False
 
     @classmethod
-    def resolve(
-        cls,
-        *,
-        wait_span_threshold: object = NOT_GIVEN,
-        run_spans: object = NOT_GIVEN,
-        root_spans: object = NOT_GIVEN,
-        paths: object = NOT_GIVEN,
-        max_spans_per_request: object = NOT_GIVEN,
-        max_pool_names: object = NOT_GIVEN,
-        loop_monitor: object = NOT_GIVEN,
-        loop_interval: object = NOT_GIVEN,
-        loop_block_threshold: object = NOT_GIVEN,
-        capture_content: object = NOT_GIVEN,
-        content_max_length: object = NOT_GIVEN,
-        capture_request_details: object = NOT_GIVEN,
-        environ: Mapping[str, str] | None = None,
-    ) -> Settings:
+    def resolve(cls, *, environ: Mapping[str, str] | None = None, **given: object) -> Settings:
+        """Each setting from its keyword in ``given``, else its environment variable
+        (in ``environ``, default ``os.environ``), else its default; validated."""
+        unknown = sorted(set(given) - set(_SETTINGS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting {unknown[0]!r}; expected one of {sorted(_SETTINGS)}"
+            )
         env = os.environ if environ is None else environ
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         return cls(
-            wait_span_threshold=_resolve_seconds(
-                "wait_span_threshold",
-                wait_span_threshold,
-                ENV_WAIT_SPAN_THRESHOLD_MS,
-                env,
-                _DEFAULT_WAIT_SPAN_THRESHOLD,
-            ),
-            run_spans=_resolve_bool("run_spans", run_spans, ENV_RUN_SPANS, env, True),
-            root_spans=_resolve_bool("root_spans", root_spans, ENV_ROOT_SPANS, env, False),
-            paths=_resolve_paths(paths, env),
-            max_spans_per_request=_resolve_count(
-                "max_spans_per_request",
-                max_spans_per_request,
-                ENV_MAX_SPANS_PER_REQUEST,
-                env,
-                _DEFAULT_MAX_SPANS_PER_REQUEST,
-            ),
-            max_pool_names=_resolve_count(
-                "max_pool_names",
-                max_pool_names,
-                ENV_MAX_POOL_NAMES,
-                env,
-                DEFAULT_MAX_POOL_NAMES,
-            ),
-            loop_monitor=_resolve_bool("loop_monitor", loop_monitor, ENV_LOOP_MONITOR, env, True),
-            loop_interval=_resolve_seconds(
-                "loop_interval",
-                loop_interval,
-                ENV_LOOP_INTERVAL_MS,
-                env,
-                _DEFAULT_LOOP_INTERVAL,
-                minimum=0.001,
-            ),
-            loop_block_threshold=_resolve_seconds(
-                "loop_block_threshold",
-                loop_block_threshold,
-                ENV_LOOP_BLOCK_THRESHOLD_MS,
-                env,
-                _DEFAULT_LOOP_BLOCK_THRESHOLD,
-                minimum=0.001,
-            ),
-            capture_content=_resolve_capture(capture_content, env),
-            content_max_length=_resolve_count(
-                "content_max_length", content_max_length, ENV_CONTENT_MAX_LENGTH, env, 4096
-            ),
-            capture_request_details=_resolve_bool(
-                "capture_request_details",
-                capture_request_details,
-                ENV_CAPTURE_REQUEST_DETAILS,
-                env,
-                False,
-            ),
+            **{
+                name: setting.parse(
+                    name, given.get(name, NOT_GIVEN), setting.env, env, defaults[name]
+                )
+                for name, setting in _SETTINGS.items()
+            }
         )
 
 
@@ -245,17 +193,22 @@ def _resolve_count(
     return value
 
 
-def _resolve_capture(value: object, env: Mapping[str, str]) -> bool:
+def _resolve_capture(
+    name: str, value: object, env_name: str, env: Mapping[str, str], default: bool
+) -> bool:
+    """The GenAI conventions' values, not only true and false."""
     if value is not NOT_GIVEN:
-        return _resolve_bool("capture_content", value, ENV_CAPTURE_CONTENT, env, False)
-    raw = env.get(ENV_CAPTURE_CONTENT, "").strip().lower()
-    if not raw or raw in _CAPTURE_OFF:
+        return _resolve_bool(name, value, env_name, env, default)
+    raw = env.get(env_name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _CAPTURE_OFF:
         return False
     if raw in _CAPTURE_ON:
         return True
     raise ConfigurationError(
-        f"{ENV_CAPTURE_CONTENT}: expected one of "
-        f"{sorted(_CAPTURE_ON | _CAPTURE_OFF)} (any case), got {env[ENV_CAPTURE_CONTENT]!r}"
+        f"{env_name}: expected one of "
+        f"{sorted(_CAPTURE_ON | _CAPTURE_OFF)} (any case), got {env[env_name]!r}"
     )
 
 
@@ -277,20 +230,22 @@ def _resolve_bool(
     return value
 
 
-def _resolve_paths(value: object, env: Mapping[str, str]) -> frozenset[str]:
+def _resolve_paths(
+    name: str, value: object, env_name: str, env: Mapping[str, str], default: frozenset[str]
+) -> frozenset[str]:
     if value is NOT_GIVEN:
-        raw = env.get(ENV_PATHS)
+        raw = env.get(env_name)
         if raw is None or not raw.strip():
-            return frozenset(PATHS)
+            return default
         names: Iterable[object] = [part.strip() for part in raw.split(",") if part.strip()]
-        source = ENV_PATHS
+        source = env_name
     elif isinstance(value, str) or not isinstance(value, Iterable):
         raise ConfigurationError(
-            f"paths must be a collection of path names from {list(PATHS)}, got {value!r}"
+            f"{name} must be a collection of path names from {list(PATHS)}, got {value!r}"
         )
     else:
         names = value
-        source = "paths"
+        source = name
     chosen = set()
     for item in names:
         if item not in PATHS:
@@ -299,3 +254,33 @@ def _resolve_paths(value: object, env: Mapping[str, str]) -> frozenset[str]:
             )
         chosen.add(str(item))
     return frozenset(chosen)
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    env: str
+    """The environment variable read when the keyword is not given."""
+    parse: Callable[[str, object, str, Mapping[str, str], Any], Any]
+    """(name, keyword value or NOT_GIVEN, variable, environment, default) -> value."""
+
+
+_SETTINGS: Final[dict[str, _Setting]] = {
+    "wait_span_threshold": _Setting(ENV_WAIT_SPAN_THRESHOLD_MS, _resolve_seconds),
+    "run_spans": _Setting(ENV_RUN_SPANS, _resolve_bool),
+    "root_spans": _Setting(ENV_ROOT_SPANS, _resolve_bool),
+    "paths": _Setting(ENV_PATHS, _resolve_paths),
+    "max_spans_per_request": _Setting(ENV_MAX_SPANS_PER_REQUEST, _resolve_count),
+    "max_pool_names": _Setting(ENV_MAX_POOL_NAMES, _resolve_count),
+    "loop_monitor": _Setting(ENV_LOOP_MONITOR, _resolve_bool),
+    "loop_interval": _Setting(
+        ENV_LOOP_INTERVAL_MS, functools.partial(_resolve_seconds, minimum=0.001)
+    ),
+    "loop_block_threshold": _Setting(
+        ENV_LOOP_BLOCK_THRESHOLD_MS, functools.partial(_resolve_seconds, minimum=0.001)
+    ),
+    "capture_content": _Setting(ENV_CAPTURE_CONTENT, _resolve_capture),
+    "content_max_length": _Setting(ENV_CONTENT_MAX_LENGTH, _resolve_count),
+    "capture_request_details": _Setting(ENV_CAPTURE_REQUEST_DETAILS, _resolve_bool),
+}
+"""Every setting's variable and parser, in one place; its type and default are the
+field of :class:`Settings` of the same name."""

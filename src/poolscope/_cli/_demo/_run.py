@@ -23,7 +23,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from ..._analysis._diagnose import PoolWindow, ProcessWindow, diagnose
 from ..._analysis._readings import Histogram, Snapshot
 from ..._core._cpu import machine_cpu
 from ..._errors import ConfigurationError
+from .._children import Child, ChildFailed
 from .._loadgen import run_step
 from ._model import (
     APPS,
@@ -84,45 +84,6 @@ def _free_port() -> int:
         return port
 
 
-class _Child:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        self._file = log.open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 (our own scripts, argv list)
-            argv,
-            env=env,
-            stdout=self._file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped as a whole
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-            except ProcessLookupError:
-                pass
-        self._file.close()
-
-    def wait_ready(self, port: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise DemoError(f"{self.name} exited at start-up:\n{tail}")
-            with socket.socket() as sock:
-                sock.settimeout(0.5)
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise DemoError(f"{self.name} did not listen on 127.0.0.1:{port} within {timeout:g} s")
-
-
 @dataclass(frozen=True)
 class _Apps:
     urls: dict[str, str]
@@ -138,9 +99,12 @@ def _processes(settings: DemoSettings, logs: Path, trace_endpoint: str | None) -
         def start(name: str, argv: list[str], env: dict[str, str], port: int) -> None:
             if not port_free(port):
                 raise DemoError(f"port {port} for the {name} was taken before it started")
-            child = _Child(name, argv, {**os.environ, **env}, logs / f"{name}.log")
+            child = Child(name, argv, {**os.environ, **env}, logs / f"{name}.log")
             stack.callback(child.stop)
-            child.wait_ready(port)
+            try:
+                child.wait_listening(port)
+            except ChildFailed as error:
+                raise DemoError(str(error)) from None
 
         llm_port = settings.llm_port or _free_port()
         start(
