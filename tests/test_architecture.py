@@ -107,7 +107,7 @@ def test_only_configure_imports_the_sdk_and_exporters() -> None:
     """The SDK is an extra (``poolscope[otlp]``): the instrumentation runs on the API alone."""
     found = []
     for name, tree in TREES.items():
-        if name.startswith(("poolscope._sdk", "poolscope._cli")):
+        if name.startswith("poolscope._sdk"):
             continue
         for node in ast.walk(tree):
             modules = (
