@@ -37,11 +37,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 from benchmarks.soak import rss_kb  # noqa: E402
-
-import _stack  # noqa: E402  (tests/_stack.py: the same process helpers the tests use)
+from tools import stack as _stack  # noqa: E402  (the stack runner the tests use too)
 
 PATHS = ("/chat", "/search", "/summary", "/stream")
 # (fraction of the run, what happens to the collector)

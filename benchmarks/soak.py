@@ -67,9 +67,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-import _stack  # noqa: E402  (tests/_stack.py: the same process helpers the tests use)
+from tools import stack as _stack  # noqa: E402  (the stack runner the tests use too)
 
 SERVICE = "poolscope-soak"
 POOL_THREADS = "soak.threads"

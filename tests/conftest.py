@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
+from tools.stack import MissingBinary
 
 import poolscope
 from poolscope import semconv
@@ -124,3 +126,29 @@ def telemetry() -> Iterator[Telemetry]:
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     """Every async test runs on the stock asyncio loop and on uvloop."""
     return request.param
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except MissingBinary as error:
+        _raise_for_missing(error)
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except MissingBinary as error:
+        _raise_for_missing(error)
+        raise
+
+
+def _raise_for_missing(error: MissingBinary) -> None:
+    """A test that needs a stack binary fails under CI when it is missing (a skipped
+    stack test must not count for a green run) and skips elsewhere (no Go, say)."""
+    if os.environ.get("CI"):
+        pytest.fail(str(error), pytrace=False)
+    pytest.skip(str(error))

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from _stack import (
+from tools.stack import (
     LOADGEN,
     ROOT,
     free_port,
@@ -32,6 +31,7 @@ from _stack import (
     tcp_open,
     wait_until,
 )
+
 from poolscope import semconv
 
 POOLSCOPE = [sys.executable, "-m", "poolscope"]

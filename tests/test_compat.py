@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from _stack import ROOT
+from tools.stack import ROOT
 
 pytestmark = pytest.mark.stack
 

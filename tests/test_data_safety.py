@@ -52,10 +52,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from tools.stack import ROOT, free_port, services, start_app, tcp_open
 
 import poolscope
 from _servers import serve
-from _stack import ROOT, free_port, services, start_app, tcp_open
 from conftest import Telemetry
 from poolscope import semconv
 from poolscope._cli._demo._model import SCENARIOS, DemoSettings

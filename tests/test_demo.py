@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tools.stack import binary, free_port, services, start_collector
 
-from _stack import binary, free_port, services, start_collector
 from poolscope import semconv
 
 pytestmark = pytest.mark.stack

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 from benchmarks import export_faults
-
-import _stack
+from tools import stack as _stack
 
 SECONDS = 30
 RSS_BOUND_MB = 64

@@ -18,8 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from _stack import (
+from tools.stack import (
     LOADGEN,
     http_get,
     services,
@@ -28,6 +27,7 @@ from _stack import (
     start_fake_llm,
     start_jaeger,
 )
+
 from poolscope import semconv
 from poolscope._analysis import _promql as p
 

@@ -17,11 +17,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from tools.stack import LOADGEN
 
 import poolscope
 from _helpers import duration_ms
 from _servers import serve
-from _stack import LOADGEN
 from conftest import Telemetry
 from poolscope import PoolscopeMiddleware, semconv
 

@@ -21,10 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tools.stackgen import alerts
-
-import poolscope
-from _stack import (
+from tools.stack import (
     LOADGEN,
     ROOT,
     Prometheus,
@@ -36,6 +33,9 @@ from _stack import (
     start_prometheus,
     tcp_open,
 )
+from tools.stackgen import alerts
+
+import poolscope
 from poolscope import semconv
 from poolscope._analysis import _promql as p
 from poolscope._analysis import _queries as q

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 from benchmarks import soak
-
-import _stack
+from tools import stack as _stack
 
 pytestmark = pytest.mark.stack
 

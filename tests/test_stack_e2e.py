@@ -31,9 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tools.stackgen import alerts, dashboard
-
-from _stack import (
+from tools.stack import (
     LOADGEN,
     ROOT,
     Prometheus,
@@ -47,6 +45,8 @@ from _stack import (
     start_prometheus,
     wait_until,
 )
+from tools.stackgen import alerts, dashboard
+
 from poolscope import semconv
 from poolscope._analysis import _promql as p
 

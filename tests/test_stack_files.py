@@ -20,11 +20,11 @@ import pytest
 import yaml
 from grafana_foundation_sdk.models.alerting import Rule
 from grafana_foundation_sdk.models.dashboard import Dashboard
+from tools.stack import ROOT, binary
 from tools.stackgen import __main__ as stackgen
 from tools.stackgen import alerts, dashboard
 from tools.stackgen._encoding import plain
 
-from _stack import ROOT, binary
 from poolscope import semconv
 from poolscope._analysis import _promql as p
 

@@ -25,11 +25,11 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.trace import SpanKind
 from prometheus_client import start_http_server
+from tools.stack import LOADGEN, binary, free_port
 
 import poolscope
 from _helpers import duration_ms
 from _servers import serve
-from _stack import LOADGEN, binary, free_port
 from apps import bottlenecks
 from conftest import Telemetry, make_telemetry
 from poolscope import PoolscopeMiddleware, semconv

@@ -1,9 +1,11 @@
-"""Real stack processes for the tests: our collector, Jaeger, Prometheus, the example apps.
+"""The real stack as child processes, for the tests and the benchmarks: our collector,
+Jaeger, Prometheus, the example apps and the fake LLM.
 
 ``scripts/test`` builds the collector and Jaeger and installs Prometheus, and
-passes their paths in ``POOLSCOPE_*_BIN``. A test that needs one of them
-*fails* when it is missing and ``CI`` is set (a skipped stack test must not
-pass for a green run), and skips otherwise (a developer without Go).
+passes their paths in ``POOLSCOPE_*_BIN``. A missing one raises
+:class:`MissingBinary`; the tests turn that into a failure when ``CI`` is set
+(a skipped stack test must not pass for a green run) and a skip otherwise
+(a developer without Go) (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from poolscope._cli._children import Child, listening
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 BINARIES = {
     "collector": ("POOLSCOPE_COLLECTOR_BIN", None),
     "jaeger": ("POOLSCOPE_JAEGER_BIN", None),
@@ -42,16 +42,19 @@ LOADGEN = [sys.executable, "-m", "poolscope._cli._loadgen"]
 arguments, ``[--requests N] URL SECONDS PATH:USERS[:PAUSE] ...``."""
 
 
+class MissingBinary(RuntimeError):
+    """A binary of the stack is not installed or built."""
+
+
 def binary(name: str) -> str:
-    """Path of a stack binary; fail under CI, skip elsewhere, when it is missing."""
+    """Path of a stack binary; :class:`MissingBinary` when it is missing."""
     variable, on_path = BINARIES[name]
     path = os.environ.get(variable) or (shutil.which(on_path) if on_path else None)
     if path and os.access(path, os.X_OK):
         return path
-    message = f"{name} is not available (set {variable}; scripts/test builds or installs it)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    raise MissingBinary(
+        f"{name} is not available (set {variable}; scripts/test builds or installs it)"
+    )
 
 
 def free_port() -> int:
@@ -63,7 +66,7 @@ def free_port() -> int:
 
 def http_get(url: str, timeout: float = 10) -> Any:
     """GET a JSON document."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
         return json.loads(response.read())
 
 
