@@ -175,6 +175,24 @@ def test_starlettes_own_middleware_makes_the_only_span_and_carries_the_roll_up(
     assert attributes[semconv.ATTR_URL_QUERY] == "q=REDACTED"
 
 
+def test_a_span_of_another_provider_keeps_what_its_maker_recorded(telemetry: Telemetry) -> None:
+    """Starlette's middleware given a provider of its own: poolscope adds the roll-up and
+    leaves the attributes alone (the query is redacted only in poolscope's pipeline)."""
+    from starlette.middleware.opentelemetry import OpenTelemetryMiddleware as StarletteTelemetry
+
+    theirs = make_telemetry()
+    app = Starlette(
+        routes=[Route("/items/{item_id}", _ok)],
+        middleware=[Middleware(StarletteTelemetry, tracer_provider=theirs.tracer_provider)],
+    )
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/items/7?format=json").text == "ok"
+    [request] = [s for s in theirs.spans() if s.kind is SpanKind.SERVER]
+    attributes = request.attributes or {}
+    assert attributes[semconv.ATTR_URL_QUERY] == "format=json"
+    assert attributes[semconv.ATTR_EXECUTOR_TASK_COUNT] == 1
+
+
 def test_starlettes_middleware_with_a_no_op_provider_makes_no_span(telemetry: Telemetry) -> None:
     from opentelemetry.trace import NoOpTracerProvider
     from starlette.middleware.opentelemetry import OpenTelemetryMiddleware as StarletteTelemetry

@@ -35,6 +35,7 @@ from .. import semconv
 from .._config import NOT_GIVEN, Settings
 from .._core import _state
 from .._core._rollup import RequestRollup, current_rollup
+from .._core._telemetry import exported_by
 from .._errors import ConfigurationError
 from .._safety import logger, report_internal_error
 from ._route import span_details, span_method
@@ -70,15 +71,26 @@ class _RollupApp:
         standalone: Settings,
         *,
         names_span: bool = True,
+        owns_span: bool = True,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.app = app
         self.span_budget = span_budget
         self.standalone = standalone  # when poolscope.instrument() is not active
         self.names_span = names_span
+        self.owns_span = owns_span
+        self.tracer_provider = tracer_provider  # likewise
 
     def settings(self) -> Settings:
         telemetry = _state.state.telemetry
         return telemetry.settings if telemetry else self.standalone
+
+    def provider(self) -> trace.TracerProvider | None:
+        """The tracer provider poolscope records into (None: the global one)."""
+        telemetry = _state.state.telemetry
+        if telemetry is not None:
+            return telemetry.tracer_provider
+        return self.tracer_provider
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or current_rollup.get() is not None:
@@ -89,7 +101,9 @@ class _RollupApp:
         span = trace.get_current_span()
         settings = self.settings()
         if not settings.capture_request_details:
-            _redact_safely(span)
+            # poolscope's pipeline redacts; a span another provider makes (Starlette's
+            # middleware given its own) keeps what its maker chose to record
+            _redact_safely(span, self.provider(), self.owns_span)
         budget = self.span_budget
         if budget is None:
             budget = settings.max_spans_per_request
@@ -115,11 +129,11 @@ class _RollupApp:
                 _write_safely(span, rollup, scope, self.names_span)
 
 
-def _redact_safely(span: Span) -> None:
+def _redact_safely(span: Span, provider: trace.TracerProvider | None, owned: bool) -> None:
     """Overwrite what the client sent on the server span, as soon as we see it: the
     span's start attributes are set, and its end (and export) are still to come."""
     try:
-        if _is_server_span(span):
+        if _is_server_span(span) and (owned or exported_by(span, provider)):
             span.set_attributes(redacted(getattr(span, "attributes", None) or {}))
     except Exception:
         report_internal_error("redacting the server span")
@@ -216,7 +230,9 @@ class RollupMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._rollup = _RollupApp(app, None, _standalone_settings(None), names_span=False)
+        self._rollup = _RollupApp(
+            app, None, _standalone_settings(None), names_span=False, owns_span=False
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -261,8 +277,21 @@ class PoolscopeMiddleware:
         standalone = _standalone_settings(max_spans_per_request)
         names_span = "default_span_details" not in otel_options
         # the roll-up on our own span, and on a span someone else made (theirs to name)
-        own = _RollupApp(app, max_spans_per_request, standalone, names_span=names_span)
-        self._enrich = _RollupApp(app, max_spans_per_request, standalone, names_span=False)
+        own = _RollupApp(
+            app,
+            max_spans_per_request,
+            standalone,
+            names_span=names_span,
+            tracer_provider=tracer_provider,
+        )
+        self._enrich = _RollupApp(
+            app,
+            max_spans_per_request,
+            standalone,
+            names_span=False,
+            owns_span=False,
+            tracer_provider=tracer_provider,
+        )
         otel_options.setdefault("default_span_details", lambda scope: span_details(app, scope))
         self._otel = OpenTelemetryMiddleware(
             own,

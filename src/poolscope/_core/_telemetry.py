@@ -24,9 +24,20 @@ from ._loop_clock import totals as loop_totals
 from ._pools import snapshot_all
 from ._recorder import drain
 
-__all__ = ["Instruments", "Telemetry", "context_inside"]
+__all__ = ["Instruments", "Telemetry", "context_inside", "exported_by"]
 
 _SCOPE = "poolscope"
+
+
+def exported_by(span: trace.Span, provider: trace.TracerProvider | None) -> bool:
+    """Whether ``span`` was made by ``provider`` (None: the global provider): poolscope
+    changes only what goes into its own pipeline, never another provider's spans.
+    An SDK span carries its provider's resource, the same object for every span of
+    one provider."""
+    if provider is None:
+        provider = trace.get_tracer_provider()
+    resource = getattr(provider, "resource", None)
+    return resource is not None and getattr(span, "resource", None) is resource
 
 
 def context_inside(span: trace.Span, parent: Context | None) -> Context:
@@ -231,6 +242,7 @@ class Telemetry:
         "run_spans",
         "settings",
         "tracer",
+        "tracer_provider",
         "wait",
         "wait_threshold_ns",
     )
@@ -245,6 +257,8 @@ class Telemetry:
         self.wait_threshold_ns = int(settings.wait_span_threshold * 1e9)
         self.run_spans = settings.run_spans
         self.root_spans = settings.root_spans
+        self.tracer_provider = tracer_provider
+        """None: the global one, whichever it is when asked."""
         self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider)
         histograms = self.histograms = _instruments_for(meter_provider)
         self.wait = histograms.wait
