@@ -99,6 +99,10 @@ def test_every_request_span_carries_its_wait_by_queue_position(telemetry: Teleme
     rollups = {s.context.span_id: s.attributes[semconv.ATTR_EXECUTOR_WAIT_TOTAL] for s in requests}  # type: ignore[index]
     waits = telemetry.spans(semconv.SPAN_WAIT, pool=semconv.POOL_ANYIO_DEFAULT)
     runs = telemetry.spans(semconv.SPAN_RUN, pool=semconv.POOL_ANYIO_DEFAULT)
+    # each task's spans say which route's work waited (the collector's span metrics use it)
+    assert {(span.attributes or {}).get(semconv.ATTR_HTTP_ROUTE) for span in waits + runs} == {
+        "/reports/{report_id}"
+    }
     for wait, expected_ms in fifo_waits(waits, runs, TOKENS):
         assert wait.parent is not None
         measured = rollups[wait.parent.span_id]

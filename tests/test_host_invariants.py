@@ -173,6 +173,9 @@ def test_starlettes_own_middleware_makes_the_only_span_and_carries_the_roll_up(
     attributes = request.attributes or {}
     assert attributes[semconv.ATTR_EXECUTOR_TASK_COUNT] == 1
     assert attributes[semconv.ATTR_URL_QUERY] == "q=REDACTED"
+    # Starlette names the route only at the end: poolscope matched it at the start
+    [run] = telemetry.spans(semconv.SPAN_RUN, pool=semconv.POOL_ASYNCIO_DEFAULT)
+    assert (run.attributes or {})[semconv.ATTR_HTTP_ROUTE] == "/items/{item_id}"
 
 
 def test_a_span_of_another_provider_keeps_what_its_maker_recorded(telemetry: Telemetry) -> None:

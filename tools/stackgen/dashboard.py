@@ -230,6 +230,53 @@ def where_requests_wait() -> table.Panel:
     return panel
 
 
+_ROUTE_COLUMNS: Final = (
+    ("waiting", "Waiting (s/s)", "short"),
+    ("p95", "Wait p95", "s"),
+    ("rate", "Waits/s", "ops"),
+)
+
+
+def waits_by_route() -> table.Panel:
+    queries = {
+        "waiting": q.wait_seconds_by_route(M, RANGE),
+        "p95": q.wait_quantile_by_route(0.95, M, RANGE),
+        "rate": q.waits_per_second_by_route(M, RANGE),
+    }
+    panel = (
+        table.Panel()
+        .title("Which route waits, in which pool")
+        .description(
+            "From the executor.wait spans (waits above the wait-span threshold, 1 ms by "
+            "default), by the http.route of the request that handed the work to the pool. "
+            "Waiting (s/s): seconds of waiting per second, about the number of that route's "
+            "tasks queued at any moment."
+        )
+        .datasource(PROMETHEUS)
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True},
+                    "renameByName": {
+                        p.SERVICE: "Service",
+                        p.ROUTE: "Route",
+                        p.POOL: "Pool",
+                        **{f"Value #{ref}": title for ref, title, _ in _ROUTE_COLUMNS},
+                    },
+                },
+            )
+        )
+        .sort_by([options.TableSortByFieldState().display_name("Waiting (s/s)").desc(True)])
+    )
+    for ref_id, expr in queries.items():
+        panel = panel.with_target(instant(ref_id, expr))
+    for ref_id, _, unit in _ROUTE_COLUMNS:
+        panel = panel.override_by_name(f"Value #{ref_id}", [_property("unit", unit)])
+    return panel
+
+
 def busy_against_limit() -> timeseries.Panel:
     return (
         graph(
@@ -484,6 +531,7 @@ ROWS: Final[tuple[tuple[str, tuple[tuple[Any, int], ...]], ...]] = (
         "Where requests wait",
         (
             (where_requests_wait, 24),
+            (waits_by_route, 24),
             (busy_against_limit, 12),
             (is_it_cpu, 12),
             (pending_tasks, 12),

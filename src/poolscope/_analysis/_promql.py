@@ -48,6 +48,7 @@ __all__ = [
     "SERVICE_INSTANCE_ID",
     "SERVICE_NAME",
     "SITE_KEY",
+    "SPAN_CALLS",
     "SPAN_DURATION",
     "SPAN_NAME",
     "TARGET_INFO",

@@ -56,11 +56,14 @@ __all__ = [
     "typical_saturation",
     "wait_heatmap",
     "wait_quantile",
+    "wait_quantile_by_route",
     "wait_seconds",
+    "wait_seconds_by_route",
     "wait_share_of_request_time",
     "wait_span_quantile",
     "wait_span_seconds",
     "waiting_tasks",
+    "waits_per_second_by_route",
 ]
 
 Matchers = Mapping[str, str]
@@ -283,6 +286,26 @@ def wait_span_seconds(m: Matchers, window: str) -> str:
     """Seconds spent in ``executor.wait`` spans per second, per pool and its limit."""
     spans = p.selector(f"{p.SPAN_DURATION}_sum", **{p.SPAN_NAME: semconv.SPAN_WAIT}, **m)
     return f"sum {p.by(*p.POOL_KEY, p.WORKER_LIMIT)} (rate({spans}[{window}]))"
+
+
+ROUTE_BY: Final = (p.SERVICE, p.ROUTE, p.POOL)
+"""Which route's work waited in which pool (the wait spans carry the request's route)."""
+
+
+def wait_seconds_by_route(m: Matchers, window: str) -> str:
+    """Seconds per second the route's tasks spent in ``executor.wait`` spans, per pool."""
+    spans = p.selector(f"{p.SPAN_DURATION}_sum", **{p.SPAN_NAME: semconv.SPAN_WAIT}, **m)
+    return f"sum {p.by(*ROUTE_BY)} (rate({spans}[{window}]))"
+
+
+def wait_quantile_by_route(q: float, m: Matchers, window: str) -> str:
+    bucket = p.selector(f"{p.SPAN_DURATION}_bucket", **{p.SPAN_NAME: semconv.SPAN_WAIT}, **m)
+    return f"histogram_quantile({q}, sum {p.by(*ROUTE_BY, 'le')} (rate({bucket}[{window}])))"
+
+
+def waits_per_second_by_route(m: Matchers, window: str) -> str:
+    calls = p.selector(p.SPAN_CALLS, **{p.SPAN_NAME: semconv.SPAN_WAIT}, **m)
+    return f"sum {p.by(*ROUTE_BY)} (rate({calls}[{window}]))"
 
 
 def wait_span_quantile(q: float, m: Matchers, window: str) -> str:

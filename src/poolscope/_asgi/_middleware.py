@@ -38,7 +38,7 @@ from .._core._rollup import RequestRollup, current_rollup
 from .._core._telemetry import exported_by
 from .._errors import ConfigurationError
 from .._safety import logger, report_internal_error
-from ._route import span_details, span_method
+from ._route import route_template, span_details, span_method
 
 __all__ = [
     "PoolscopeMiddleware",
@@ -107,7 +107,7 @@ class _RollupApp:
         budget = self.span_budget
         if budget is None:
             budget = settings.max_spans_per_request
-        rollup = RequestRollup(budget)
+        rollup = RequestRollup(budget, _route_safely(span, self.app, scope))
 
         written = False
 
@@ -127,6 +127,19 @@ class _RollupApp:
             current_rollup.reset(token)
             if not written:  # no complete body sent (error, disconnect): write now
                 _write_safely(span, rollup, scope, self.names_span)
+
+
+def _route_safely(span: Span, app: ASGIApp, scope: Scope) -> str | None:
+    """The request's route template: the server span's, else matched now (Starlette's
+    own middleware and FastAPI's name the route only when the request ends)."""
+    try:
+        route = (getattr(span, "attributes", None) or {}).get(semconv.ATTR_HTTP_ROUTE)
+        if isinstance(route, str):
+            return route
+        return route_template(scope.get("app") or app, scope)
+    except Exception:
+        report_internal_error("reading the request's route")
+        return None
 
 
 def _redact_safely(span: Span, provider: trace.TracerProvider | None, owned: bool) -> None:

@@ -5,7 +5,8 @@ each task submitted from that context (the sync endpoint itself, every chunk
 of a sync streaming response, ``to_thread`` calls in async endpoints) adds its
 wait when a worker picks it up. The middleware writes the totals on the server
 span. The roll-up also holds the request's span budget, so a response of
-thousands of sync chunks cannot produce thousands of spans.
+thousands of sync chunks cannot produce thousands of spans, and its route, so
+that each task's spans say which route's work waited.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class RequestRollup:
     __slots__ = (
         "_lock",
         "pinned_llm_ns",
+        "route",
         "span_budget",
         "spans_dropped",
         "task_count",
@@ -28,8 +30,10 @@ class RequestRollup:
         "wait_total_ns",
     )
 
-    def __init__(self, span_budget: int) -> None:
+    def __init__(self, span_budget: int, route: str | None = None) -> None:
         self._lock = threading.Lock()
+        self.route = route
+        """The request's ``http.route``, for the spans of the tasks it submits."""
         self.wait_total_ns = 0
         self.wait_max_ns = 0
         self.task_count = 0

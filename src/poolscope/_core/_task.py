@@ -453,6 +453,9 @@ class Task:
             attributes[semconv.ATTR_CODE_FUNCTION_NAME] = function_name(self.func)
         if self.outer is not None:
             attributes[semconv.ATTR_EXECUTOR_TASK_NESTED] = True
+        route = self.rollup.route if self.rollup is not None else None
+        if route is not None:
+            attributes[semconv.ATTR_HTTP_ROUTE] = route  # which route's work waited
         return attributes
 
     def _wait_span(self, offset: int) -> Span:
