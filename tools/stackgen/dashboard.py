@@ -186,6 +186,42 @@ _TABLE_COLUMNS: Final = (
 )
 
 
+def _figures_table(
+    title: str,
+    description: str,
+    labels: dict[str, str],
+    columns: Sequence[tuple[str, str, str, str]],
+    sort_by: str,
+) -> table.Panel:
+    """A table of instant queries merged into one row per label set: ``labels`` are the
+    label columns (label -> title), ``columns`` (ref id, title, unit, PromQL) the figures."""
+    panel = (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True},
+                    "renameByName": {
+                        **labels,
+                        **{f"Value #{ref}": name for ref, name, _, _ in columns},
+                    },
+                },
+            )
+        )
+        .sort_by([options.TableSortByFieldState().display_name(sort_by).desc(True)])
+    )
+    for ref_id, _, _, expr in columns:
+        panel = panel.with_target(instant(ref_id, expr))
+    for ref_id, _, unit, _ in columns:
+        panel = panel.override_by_name(f"Value #{ref_id}", [_property("unit", unit)])
+    return panel
+
+
 def where_requests_wait() -> table.Panel:
     queries = {
         "limit": q.limit(M),
@@ -196,85 +232,32 @@ def where_requests_wait() -> table.Panel:
         "run": q.run_quantile(0.95, M, RANGE),
         "rate": q.tasks_per_second(M, RANGE),
     }
-    panel = (
-        table.Panel()
-        .title("Where requests wait")
-        .description(
-            "One row per pool and process over the dashboard's time range. A pool whose "
-            "peak busy reaches its limit, with pending tasks and a wait p95 far above zero, "
-            "is where requests queue."
-        )
-        .datasource(PROMETHEUS)
-        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(
-            model.DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {"Time": True},
-                    "renameByName": {
-                        p.SERVICE: "Service",
-                        p.INSTANCE: "Instance",
-                        p.POOL: "Pool",
-                        p.POOL_TYPE: "Type",
-                        **{f"Value #{ref}": title for ref, title, _ in _TABLE_COLUMNS},
-                    },
-                },
-            )
-        )
-        .sort_by([options.TableSortByFieldState().display_name("Busy / limit now").desc(True)])
+    return _figures_table(
+        "Where requests wait",
+        "One row per pool and process over the dashboard's time range. A pool whose "
+        "peak busy reaches its limit, with pending tasks and a wait p95 far above zero, "
+        "is where requests queue.",
+        {p.SERVICE: "Service", p.INSTANCE: "Instance", p.POOL: "Pool", p.POOL_TYPE: "Type"},
+        [(ref, name, unit, queries[ref]) for ref, name, unit in _TABLE_COLUMNS],
+        "Busy / limit now",
     )
-    for ref_id, expr in queries.items():
-        panel = panel.with_target(instant(ref_id, expr))
-    for ref_id, _, unit in _TABLE_COLUMNS:
-        panel = panel.override_by_name(f"Value #{ref_id}", [_property("unit", unit)])
-    return panel
-
-
-_ROUTE_COLUMNS: Final = (
-    ("waiting", "Waiting (s/s)", "short"),
-    ("p95", "Wait p95", "s"),
-    ("rate", "Waits/s", "ops"),
-)
 
 
 def waits_by_route() -> table.Panel:
-    queries = {
-        "waiting": q.wait_seconds_by_route(M, RANGE),
-        "p95": q.wait_quantile_by_route(0.95, M, RANGE),
-        "rate": q.waits_per_second_by_route(M, RANGE),
-    }
-    panel = (
-        table.Panel()
-        .title("Which route waits, in which pool")
-        .description(
-            "From the executor.wait spans (waits above the wait-span threshold, 1 ms by "
-            "default), by the http.route of the request that handed the work to the pool. "
-            "Waiting (s/s): seconds of waiting per second, about the number of that route's "
-            "tasks queued at any moment."
-        )
-        .datasource(PROMETHEUS)
-        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(
-            model.DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {"Time": True},
-                    "renameByName": {
-                        p.SERVICE: "Service",
-                        p.ROUTE: "Route",
-                        p.POOL: "Pool",
-                        **{f"Value #{ref}": title for ref, title, _ in _ROUTE_COLUMNS},
-                    },
-                },
-            )
-        )
-        .sort_by([options.TableSortByFieldState().display_name("Waiting (s/s)").desc(True)])
+    return _figures_table(
+        "Which route waits, in which pool",
+        "From the executor.wait spans (waits above the wait-span threshold, 1 ms by "
+        "default), by the http.route of the request that handed the work to the pool. "
+        "Waiting (s/s): seconds of waiting per second, about the number of that route's "
+        "tasks queued at any moment.",
+        {p.SERVICE: "Service", p.ROUTE: "Route", p.POOL: "Pool"},
+        [
+            ("waiting", "Waiting (s/s)", "short", q.wait_seconds_by_route(M, RANGE)),
+            ("p95", "Wait p95", "s", q.wait_quantile_by_route(0.95, M, RANGE)),
+            ("rate", "Waits/s", "ops", q.waits_per_second_by_route(M, RANGE)),
+        ],
+        "Waiting (s/s)",
     )
-    for ref_id, expr in queries.items():
-        panel = panel.with_target(instant(ref_id, expr))
-    for ref_id, _, unit in _ROUTE_COLUMNS:
-        panel = panel.override_by_name(f"Value #{ref_id}", [_property("unit", unit)])
-    return panel
 
 
 def busy_against_limit() -> timeseries.Panel:
