@@ -9,10 +9,13 @@ Built on ``opentelemetry-instrumentation-asgi``'s ``OpenTelemetryMiddleware``
 * ``http.route`` as the route template, and the span named ``{method} {route}``;
 * the event-loop monitor started on the serving loop;
 * the values of the query string replaced with ``REDACTED`` on the server
-  span, whoever made it (OpenTelemetry's ASGI middleware, Starlette's or
-  FastAPI's own telemetry), unless ``capture_request_details``: a query
-  string often carries a prompt, an e-mail address or a token. The
-  User-Agent stays, as the HTTP conventions recommend (``user_agent.original``).
+  span, unless ``capture_request_details``: a query string often carries a
+  prompt, an e-mail address or a token. On its own span, and on a span
+  another maker (Starlette's or FastAPI's own telemetry) records into
+  poolscope's tracer provider; a span of another provider is left as its
+  maker recorded it. The User-Agent stays, as the HTTP conventions recommend
+  (``user_agent.original``);
+* the request's route on the spans of the tasks it hands to a pool.
 
 If a server span is already current (Starlette's or FastAPI's own telemetry,
 ``opentelemetry-instrumentation-fastapi``, an ``OpenTelemetryMiddleware``
