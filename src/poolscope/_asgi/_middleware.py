@@ -134,7 +134,10 @@ class _RollupApp:
 
 def _route_safely(span: Span, app: ASGIApp, scope: Scope) -> str | None:
     """The request's route template: the server span's, else matched now (Starlette's
-    own middleware and FastAPI's name the route only when the request ends)."""
+    own middleware and FastAPI's name the route only when the request ends). Only
+    task spans carry it, so a request without a recording span does not match."""
+    if not _is_server_span(span):
+        return None
     try:
         route = (getattr(span, "attributes", None) or {}).get(semconv.ATTR_HTTP_ROUTE)
         if isinstance(route, str):
