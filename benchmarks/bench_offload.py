@@ -27,6 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from _providers import batch_providers
+
 CONFIGS = ("bare", "poolscope-metrics", "poolscope-spans", "otel-asyncio")
 PATHS = ("to_thread", "submit")
 
@@ -35,28 +37,11 @@ def noop() -> None:
     return None
 
 
-def _providers() -> tuple[Any, Any]:
-    """SDK providers as an app would have them: batch export, a periodic-free reader."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-    class Discard(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 16))
-    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    return tracer_provider, meter_provider
-
-
 def _setup(config: str) -> Any:
     """Instrument for ``config``; return a tracer for the parent span (None: no tracing)."""
     if config == "bare":
         return None
-    tracer_provider, meter_provider = _providers()
+    tracer_provider, meter_provider = batch_providers()
     if config == "poolscope-metrics":
         import poolscope
 
@@ -185,7 +170,7 @@ def _sdk_record_cost() -> float:
     """Seconds per SDK ``Histogram.record`` with poolscope's attributes, for scale."""
     import timeit
 
-    _, meter_provider = _providers()
+    _, meter_provider = batch_providers()
     histogram = meter_provider.get_meter("bench").create_histogram("scale", unit="s")
     attributes = {"executor.name": "asyncio.default", "executor.type": "thread_pool"}
     calls = 100_000

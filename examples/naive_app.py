@@ -6,8 +6,9 @@ pool nobody sized:
 * ``GET /chat`` is ``async`` but calls the *sync* OpenAI client through
   ``run_in_executor(None, ...)``: the loop's default executor, ``min(32, cpu + 4)``
   threads (6 on a 2-core machine).
-* ``GET /search`` is ``async`` and fetches documents with a *sync* HTTP client
-  through ``asyncio.to_thread``: the same default executor.
+* ``GET /search`` is ``async`` and fetches its context with ``requests`` (a *sync*
+  HTTP client) through ``asyncio.to_thread``: the same default executor, each
+  worker held for the whole round trip.
 * ``GET /summary`` is a plain ``def`` route: Starlette runs it in anyio's
   worker threads, 40 tokens shared by every sync route, dependency and file
   response of the process.
@@ -34,8 +35,8 @@ import asyncio
 import os
 from collections.abc import Iterator
 
-import httpx
 import openai
+import requests
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
@@ -45,7 +46,7 @@ from _example_app import llm_url, run, search_payload
 SERVICE_NAME = "naive-llm-app"
 
 llm = openai.OpenAI(base_url=f"{llm_url()}/v1", api_key="not-needed", max_retries=0)
-http = httpx.Client(base_url=llm_url(), timeout=60)
+http = requests.Session()
 
 app = FastAPI(title="poolscope example: naive")
 
@@ -57,8 +58,8 @@ def _ask(question: str) -> str:
     return completion.choices[0].message.content or ""
 
 
-def _fetch_documents(query: str) -> int:
-    response = http.post("/v1/embeddings", json=search_payload(query))
+def fetch_context(query: str) -> int:
+    response = http.post(f"{llm_url()}/v1/embeddings", json=search_payload(query), timeout=60)
     response.raise_for_status()
     return len(response.json()["data"][0]["embedding"])
 
@@ -72,7 +73,7 @@ async def chat(q: str = "why is my app slow") -> dict[str, str]:
 
 @app.get("/search")
 async def search(q: str = "thread pool starvation") -> dict[str, int]:
-    dimensions = await asyncio.to_thread(_fetch_documents, q)
+    dimensions = await asyncio.to_thread(fetch_context, q)
     return {"dimensions": dimensions}
 
 

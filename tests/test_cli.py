@@ -145,7 +145,7 @@ def test_diagnose_names_the_starved_pool_of_a_running_app_and_exits_1(tmp_path: 
         assert idle.returncode == 0, idle.stdout + idle.stderr
         assert "No pool hit its limit" in idle.stdout
         load = subprocess.Popen(
-            [*LOADGEN, app, "14", "/chat:20"],
+            [*LOADGEN, app, "14", "/chat:10", "/search:10"],
             stdout=subprocess.DEVNULL,
         )
         try:
@@ -162,6 +162,13 @@ def test_diagnose_names_the_starved_pool_of_a_running_app_and_exits_1(tmp_path: 
     ], result.stdout
     assert found[0]["limit"] == min(32, (os.cpu_count() or 1) + 4)
     assert "[pool_starvation] naive-llm-app/" in result.stdout
+    # what held the workers, read from the app's endpoint: the LLM calls of /chat and
+    # /search's requests call, named with its server
+    evidence = found[0]["evidence"]
+    assert evidence["llm_share"] > 0.2 and evidence["io_share"] > 0.2, evidence
+    assert re.fullmatch(r"requests → 127\.0\.0\.1:\d+", evidence["io_target"]), evidence
+    assert "asyncio.default was held by sync" in result.stdout, result.stdout
+    assert "sync HTTP calls (requests → 127.0.0.1:" in result.stdout, result.stdout
 
 
 def test_top_says_when_the_endpoint_is_unreachable() -> None:

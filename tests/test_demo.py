@@ -132,8 +132,14 @@ def test_the_naive_app_starves_both_pools_and_the_fixed_app_gets_no_verdict(demo
     # at 100 users every one of them had a task wanting a seat of the default executor
     assert naive[semconv.POOL_ASYNCIO_DEFAULT]["evidence"]["needed_workers"] > 0.8 * TOP
     # sync LLM calls held the anyio workers; the default executor's also did sync HTTP
+    # (/search's requests call), named with its server
     assert naive[semconv.POOL_ANYIO_DEFAULT]["evidence"]["llm_share"] > 0.9
-    assert 0.2 < naive[semconv.POOL_ASYNCIO_DEFAULT]["evidence"]["llm_share"] < 0.9
+    default = naive[semconv.POOL_ASYNCIO_DEFAULT]["evidence"]
+    assert 0.2 < default["llm_share"] < 0.9
+    assert 0.1 < default["io_share"] < 0.8
+    assert default["llm_share"] + default["io_share"] > 0.9
+    assert re.fullmatch(r"requests → 127\.0\.0\.1:\d+", default["io_target"]), default
+    assert naive[semconv.POOL_ANYIO_DEFAULT]["evidence"]["io_share"] == 0
     assert demo.results["diagnosis"]["fixed"]["verdicts"] == []
     assert f"naive-llm-app: {semconv.POOL_ASYNCIO_DEFAULT} hit its limit" in demo.stdout
     assert "fixed-llm-app: No pool hit its limit, the process had CPU to spare" in demo.stdout

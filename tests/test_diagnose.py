@@ -79,12 +79,35 @@ def test_a_full_pool_with_a_queue_and_cpu_to_spare_is_starvation_from_its_first_
 
 def test_the_workers_held_by_sync_llm_calls_are_named_with_the_fix() -> None:
     [verdict] = poolscope.diagnose([pool(run_seconds=20.0, llm_seconds=15.0)]).verdicts
-    assert "sync LLM calls held 75% of the workers' time" in verdict.summary
-    assert "async client" in verdict.advice
+    assert (
+        "asyncio.default was held by sync LLM calls 75% of its workers' time, other work 25%"
+        in verdict.summary
+    )
+    assert "async client (AsyncOpenAI" in verdict.advice
     [anyio] = poolscope.diagnose(
         [pool(semconv.POOL_ANYIO_DEFAULT, limit=40, busy_typical=40, busy_peak=40)]
     ).verdicts
     assert "total_tokens" in anyio.advice
+
+
+def test_the_workers_held_by_sync_http_calls_are_named_with_their_server() -> None:
+    target = "requests → 127.0.0.1:8001"
+    held = pool(run_seconds=20.0, io_seconds=12.0, io_target=target, io_p50=0.3, llm_seconds=4.0)
+    [verdict] = poolscope.diagnose([held]).verdicts
+    assert verdict.summary.count("asyncio.default was held by sync HTTP calls") == 1
+    assert (
+        "held by sync HTTP calls (requests → 127.0.0.1:8001, 300 ms p50) 60% and "
+        "sync LLM calls 20% of its workers' time, other work 20%" in verdict.summary
+    )
+    assert "async client (httpx.AsyncClient" in verdict.advice
+    assert verdict.evidence["io_share"] == 0.6
+    assert verdict.evidence["io_target"] == target
+    assert verdict.evidence["io_p50"] == 0.3
+    # what an LLM SDK's own HTTP took is in its LLM seconds: never more than the run time in all
+    [capped] = poolscope.diagnose(
+        [pool(run_seconds=20.0, llm_seconds=15.0, io_seconds=10.0)]
+    ).verdicts
+    assert capped.evidence["io_share"] == 0.25
 
 
 @pytest.mark.parametrize(

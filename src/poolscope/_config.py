@@ -33,6 +33,7 @@ __all__ = [
     "NOT_GIVEN",
     "PATHS",
     "PATH_ANYIO",
+    "PATH_HTTP_CLIENTS",
     "PATH_OPENAI",
     "PATH_PROCESS_POOL",
     "PATH_STARLETTE",
@@ -61,12 +62,14 @@ PATH_PROCESS_POOL: Final = "process_pool"
 PATH_ANYIO: Final = "anyio"
 PATH_STARLETTE: Final = "starlette"
 PATH_OPENAI: Final = "openai"
+PATH_HTTP_CLIENTS: Final = "http_clients"
 PATHS: Final[tuple[str, ...]] = (
     PATH_THREAD_POOL,
     PATH_PROCESS_POOL,
     PATH_ANYIO,
     PATH_STARLETTE,
     PATH_OPENAI,
+    PATH_HTTP_CLIENTS,
 )
 """Offload paths poolscope can patch; all are on by default."""
 

@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from ._asgi import _starlette
 from ._config import (
     PATH_ANYIO,
+    PATH_HTTP_CLIENTS,
     PATH_OPENAI,
     PATH_PROCESS_POOL,
     PATH_STARLETTE,
@@ -32,6 +33,7 @@ from ._core._loop_monitor import stop_all
 from ._core._patch import Patch, install
 from ._core._state import bind, ensure_telemetry, lock, state
 from ._core._telemetry import Telemetry
+from ._http import _clients
 from ._llm import _openai
 from ._paths import _anyio, _process_pool, _thread_pool
 from ._safety import logger
@@ -60,6 +62,7 @@ _PATCHES: dict[str, Callable[[], list[Patch]]] = {
     PATH_PROCESS_POOL: _process_pool.patches,
     PATH_ANYIO: _anyio.patches,
     PATH_STARLETTE: _starlette.patches,
+    PATH_HTTP_CLIENTS: _clients.patches,
 }
 
 

@@ -27,7 +27,10 @@ __all__ = [
     "ATTR_EVENTLOOP_BLOCKED_CPU_WAIT",
     "ATTR_EVENTLOOP_BLOCKED_GC_TIME",
     "ATTR_EVENTLOOP_STATE",
+    "ATTR_EXECUTOR_IO_LIBRARY",
     "ATTR_EXECUTOR_NAME",
+    "ATTR_EXECUTOR_PINNED_IO",
+    "ATTR_EXECUTOR_PINNED_IO_DURATION",
     "ATTR_EXECUTOR_PINNED_LLM",
     "ATTR_EXECUTOR_PINNED_LLM_DURATION",
     "ATTR_EXECUTOR_SPANS_DROPPED",
@@ -54,6 +57,9 @@ __all__ = [
     "ATTR_GEN_AI_TOKEN_TYPE",
     "ATTR_GEN_AI_USAGE_INPUT_TOKENS",
     "ATTR_GEN_AI_USAGE_OUTPUT_TOKENS",
+    "ATTR_HTTP_METHOD_OLD",
+    "ATTR_HTTP_REQUEST_METHOD",
+    "ATTR_HTTP_RESPONSE_STATUS_CODE",
     "ATTR_HTTP_ROUTE",
     "ATTR_HTTP_TARGET_OLD",
     "ATTR_HTTP_URL_OLD",
@@ -90,6 +96,7 @@ __all__ = [
     "METRIC_EVENTLOOP_CPU_TIME",
     "METRIC_EVENTLOOP_LAG",
     "METRIC_EVENTLOOP_TIME",
+    "METRIC_EXECUTOR_IO_DURATION",
     "METRIC_GEN_AI_OPERATION_DURATION",
     "METRIC_GEN_AI_TIME_TO_FIRST_CHUNK",
     "METRIC_GEN_AI_TOKEN_USAGE",
@@ -168,6 +175,11 @@ By the line that held it (``code.function.name``, ``code.file.path``,
 METRIC_HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
 """Histogram: the request latency OpenTelemetry's ASGI middleware records (``configure()`` gives it
 the bucket layout of :data:`DURATION_BUCKETS`)."""
+
+METRIC_EXECUTOR_IO_DURATION: Final = "executor.io.duration"
+"""Histogram: blocking HTTP calls made on a pool's worker (``requests``, ``httpx.Client``,
+``urllib3``, ``urllib.request``), by pool, library and server: the worker-seconds such
+calls hold, and how long each takes."""
 
 METRIC_PROCESS_CPU_TIME: Final = "process.cpu.time"
 """Counter: the process's CPU seconds by ``cpu.mode`` (OpenTelemetry's process conventions)."""
@@ -291,6 +303,14 @@ itself was mostly off the CPU, these held it up.
 """
 ATTR_SERVER_ADDRESS: Final = "server.address"
 ATTR_SERVER_PORT: Final = "server.port"
+ATTR_HTTP_REQUEST_METHOD: Final = "http.request.method"
+ATTR_HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+ATTR_HTTP_METHOD_OLD: Final = "http.method"
+"""The pre-stable name of ``http.request.method``: OpenTelemetry's HTTP client
+instrumentations still emit it unless ``OTEL_SEMCONV_STABILITY_OPT_IN`` says ``http``."""
+ATTR_EXECUTOR_IO_LIBRARY: Final = "executor.io.library"
+"""Blocking HTTP call spans and ``executor.io.duration``: the client library that made the
+call (``requests``, ``httpx``, ``urllib3``, ``urllib``)."""
 
 # Server-span attributes that carry what the client sent; poolscope does not
 # make them but redacts them (see ``capture_request_details``).
@@ -307,6 +327,10 @@ ATTR_EXECUTOR_PINNED_LLM: Final = "executor.pinned.llm"
 """Server span: a sync LLM call held a pool worker while serving this request."""
 ATTR_EXECUTOR_PINNED_LLM_DURATION: Final = "executor.pinned.llm.duration"
 """Server span: seconds pool workers spent blocked in LLM calls for this request."""
+ATTR_EXECUTOR_PINNED_IO: Final = "executor.pinned.io"
+"""Server span: a blocking HTTP call (not an LLM SDK's) held a pool worker for this request."""
+ATTR_EXECUTOR_PINNED_IO_DURATION: Final = "executor.pinned.io.duration"
+"""Server span: seconds pool workers spent blocked in such HTTP calls for this request."""
 
 ATTR_GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 ATTR_GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"

@@ -430,17 +430,21 @@ def llm_tokens() -> timeseries.Panel:
     ).with_target(promql("A", q.llm_tokens_per_second(M, RATE), "{{job}} {{gen_ai_token_type}}"))
 
 
-def llm_pinned() -> timeseries.Panel:
+def pinned_workers() -> timeseries.Panel:
     return (
         graph(
-            "Workers pinned by sync LLM calls",
-            "Worker-seconds per second spent inside sync LLM calls, by pool: how many of the "
-            "pool's workers an LLM call holds on average. Compare with the cap above; the fix "
-            "is an async client.",
+            "Workers pinned by blocking calls: LLM and HTTP",
+            "Worker-seconds per second spent inside sync LLM calls and inside blocking HTTP "
+            "calls (requests, httpx.Client, urllib3, urllib), by pool: how many of the pool's "
+            "workers such calls hold on average. Compare with the cap; the fix is an async "
+            "client.",
             "short",
         )
         .with_target(
-            promql("A", q.llm_pinned_workers(M, RATE), "{{instance}} {{executor_name}} pinned")
+            promql("A", q.llm_pinned_workers(M, RATE), "{{instance}} {{executor_name}} LLM")
+        )
+        .with_target(
+            promql("B", q.io_pinned_workers(M, RATE), "{{instance}} {{executor_name}} HTTP")
         )
         .with_target(promql("limit", q.limit(M), "{{instance}} {{executor_name}} limit"))
         .override_by_query("limit", CAP_LINE)
@@ -531,7 +535,7 @@ ROWS: Final[tuple[tuple[str, tuple[tuple[Any, int], ...]], ...]] = (
             (llm_first_chunk, 8),
             (llm_duration, 8),
             (llm_tokens, 12),
-            (llm_pinned, 12),
+            (pinned_workers, 12),
         ),
     ),
     ("Slowest waits", ((slow_waits_tempo, 12), (slow_waits_jaeger, 12), (wait_spans, 24))),

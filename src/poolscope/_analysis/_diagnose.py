@@ -93,6 +93,12 @@ class PoolWindow:
     run_p95: float | None = None
     llm_seconds: float = 0.0
     """Worker-seconds spent inside LLM calls (``gen_ai.client.operation.duration`` by pool)."""
+    io_seconds: float = 0.0
+    """Worker-seconds spent inside blocking HTTP calls (``executor.io.duration`` by pool)."""
+    io_target: str = ""
+    """Where most of those seconds went: ``requests → 127.0.0.1:8001``."""
+    io_p50: float | None = None
+    """The median duration of one such call."""
     load: float | None = None
     """What drove the window, e.g. the demo's concurrency; ``None`` if unknown."""
     start: float = 0.0
@@ -306,9 +312,15 @@ def _lowest(loads: Iterable[float | None]) -> float | None:
     return min(found) if found else None
 
 
-def _pool_advice(window: PoolWindow, llm_share: float) -> str:
+def _pool_advice(window: PoolWindow, held: _Held) -> str:
     needed = max(window.needed_workers, window.limit + 1)
-    if llm_share >= 0.5:
+    if held.io_share >= 0.5:
+        return (
+            f"Make the HTTP calls ({held.io_target}) with an async client (httpx.AsyncClient, "
+            "aiohttp): a call waiting on the network then holds no worker; or give the sync "
+            f"calls a dedicated pool of about {needed:.0f} workers"
+        )
+    if held.llm_share >= 0.5:
         return (
             "Use the LLM SDK's async client (AsyncOpenAI, AsyncAnthropic): a call waiting on "
             "the model then holds no worker; or give the sync calls a dedicated pool of "
@@ -333,17 +345,41 @@ def _pool_advice(window: PoolWindow, llm_share: float) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Held:
+    """What held a pool's workers: shares of their running time."""
+
+    llm_share: float
+    io_share: float
+    io_target: str
+    io_p50: float | None
+
+    @classmethod
+    def of(cls, windows: list[PoolWindow]) -> _Held:
+        run = sum(w.run_seconds for w in windows)
+        llm = min(sum(w.llm_seconds for w in windows), run)
+        io = min(sum(w.io_seconds for w in windows), run - llm)  # an LLM SDK's HTTP is not in it
+        most = max(windows, key=lambda w: w.io_seconds)
+        return cls(llm / run if run else 0.0, io / run if run else 0.0, most.io_target, most.io_p50)
+
+    def describe(self, pool: str) -> str:
+        found = []
+        if self.io_share:
+            p50 = f", {_ms(self.io_p50)} p50" if self.io_p50 is not None else ""
+            found.append((self.io_share, f"sync HTTP calls ({self.io_target}{p50})"))
+        if self.llm_share:
+            found.append((self.llm_share, "sync LLM calls"))
+        if not found:
+            return "blocking calls held the workers"
+        parts = " and ".join(f"{what} {share:.0%}" for share, what in sorted(found, reverse=True))
+        rest = max(1.0 - self.llm_share - self.io_share, 0.0)
+        return f"{pool} was held by {parts} of its workers' time, other work {rest:.0%}"
+
+
 def _starvation(windows: list[PoolWindow], cpu: float | None) -> Verdict:
     worst = max(windows, key=lambda w: (w.pending_peak, w.needed_workers))
-    run = sum(w.run_seconds for w in windows)
-    llm = min(sum(w.llm_seconds for w in windows), run)
-    llm_share = llm / run if run else 0.0
-    held = (
-        f"sync LLM calls held {llm_share:.0%} of the workers' time, other blocking calls "
-        f"{1 - llm_share:.0%}"
-        if llm
-        else "blocking calls held the workers"
-    )
+    shares = _Held.of(windows)
+    held = shares.describe(worst.pool)
     busy = worst.busy_typical if worst.busy_typical is not None else worst.busy_peak
     if cpu is not None and busy:
         held += f" (the whole process used {cpu:.2f} cores for {count(busy)} busy workers)"
@@ -361,7 +397,10 @@ def _starvation(windows: list[PoolWindow], cpu: float | None) -> Verdict:
         "pending_peak": worst.pending_peak,
         "needed_workers": round(worst.needed_workers, 1),
         "wait_p95": max(waits) if waits else None,
-        "llm_share": round(llm_share, 3),
+        "llm_share": round(shares.llm_share, 3),
+        "io_share": round(shares.io_share, 3),
+        "io_target": shares.io_target or None,
+        "io_p50": shares.io_p50,
         "process_cpu": cpu,
         "type": worst.type,
     }
@@ -370,7 +409,7 @@ def _starvation(windows: list[PoolWindow], cpu: float | None) -> Verdict:
         worst.service,
         worst.instance,
         summary,
-        _pool_advice(worst, llm_share),
+        _pool_advice(worst, shares),
         evidence,
         pool=worst.pool,
         limit=max(w.limit for w in windows),

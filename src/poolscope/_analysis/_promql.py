@@ -26,6 +26,9 @@ __all__ = [
     "HTTP_ACTIVE",
     "HTTP_DURATION",
     "INSTANCE",
+    "IO_DURATION",
+    "IO_LIBRARY",
+    "IO_TARGET_KEY",
     "LAG",
     "LIMIT",
     "LLM_DURATION",
@@ -44,6 +47,8 @@ __all__ = [
     "RESUME",
     "ROUTE",
     "RUN",
+    "SERVER_ADDRESS",
+    "SERVER_PORT",
     "SERVICE",
     "SERVICE_INSTANCE_ID",
     "SERVICE_NAME",
@@ -98,6 +103,7 @@ PROCESS_CPU: Final = metric_name(
     semconv.METRIC_PROCESS_CPU_TIME, semconv.UNIT_SECONDS, counter=True
 )
 LLM_DURATION: Final = metric_name(semconv.METRIC_GEN_AI_OPERATION_DURATION, semconv.UNIT_SECONDS)
+IO_DURATION: Final = metric_name(semconv.METRIC_EXECUTOR_IO_DURATION, semconv.UNIT_SECONDS)
 LLM_FIRST_CHUNK: Final = metric_name(
     semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK, semconv.UNIT_SECONDS
 )
@@ -131,6 +137,9 @@ WORKER_LIMIT: Final = label(semconv.ATTR_EXECUTOR_WORKER_LIMIT)
 TOKEN_TYPE: Final = label(semconv.ATTR_GEN_AI_TOKEN_TYPE)
 MODEL: Final = label(semconv.ATTR_GEN_AI_REQUEST_MODEL)
 ROUTE: Final = label(semconv.ATTR_HTTP_ROUTE)
+IO_LIBRARY: Final = label(semconv.ATTR_EXECUTOR_IO_LIBRARY)
+SERVER_ADDRESS: Final = label(semconv.ATTR_SERVER_ADDRESS)
+SERVER_PORT: Final = label(semconv.ATTR_SERVER_PORT)
 LOOP_STATE: Final = label(semconv.ATTR_EVENTLOOP_STATE)
 CPU_MODE: Final = label(semconv.ATTR_CPU_MODE)
 CODE_FUNCTION: Final = label(semconv.ATTR_CODE_FUNCTION_NAME)
@@ -140,6 +149,8 @@ BLOCK_CAUSE: Final = label(semconv.ATTR_EVENTLOOP_BLOCKED_CAUSE)
 SPAN_NAME: Final = "span_name"
 
 POOL_KEY: Final = (SERVICE, INSTANCE, POOL, POOL_TYPE)
+IO_TARGET_KEY: Final = (IO_LIBRARY, SERVER_ADDRESS, SERVER_PORT)
+"""What identifies where a pool's blocking HTTP calls went: the library and the server."""
 """What identifies one pool: its name, in one process of one service."""
 LOOP_KEY: Final = (SERVICE, INSTANCE)
 """What identifies one event loop's process."""

@@ -24,6 +24,9 @@ __all__ = [
     "block_count",
     "block_seconds",
     "busy",
+    "io_pinned_workers",
+    "io_quantile",
+    "io_seconds_by_target",
     "late_heartbeats",
     "limit",
     "llm_in_flight",
@@ -339,6 +342,24 @@ def llm_pinned_workers(m: Matchers, window: str) -> str:
 def llm_pinned_seconds(m: Matchers, window: str) -> str:
     """Worker-seconds spent in sync LLM calls in ``window``, by pool."""
     return f"sum {p.by(p.SERVICE, p.INSTANCE, p.POOL)} (increase({_llm_on_pools(m)}[{window}]))"
+
+
+def io_pinned_workers(m: Matchers, window: str) -> str:
+    """Workers held by blocking HTTP calls on average: their seconds per second, by pool."""
+    total = p.selector(f"{p.IO_DURATION}_sum", **m)
+    return f"sum {p.by(p.SERVICE, p.INSTANCE, p.POOL)} (rate({total}[{window}]))"
+
+
+def io_seconds_by_target(m: Matchers, window: str) -> str:
+    """Worker-seconds blocking HTTP calls held in ``window``, by pool, library and server."""
+    total = p.selector(f"{p.IO_DURATION}_sum", **m)
+    by = p.by(p.SERVICE, p.INSTANCE, p.POOL, *p.IO_TARGET_KEY)
+    return f"sum {by} (increase({total}[{window}]))"
+
+
+def io_quantile(q: float, m: Matchers, window: str) -> str:
+    """A quantile of one blocking HTTP call's duration, by pool."""
+    return quantile(p.IO_DURATION, q, (p.SERVICE, p.INSTANCE, p.POOL), m, window)
 
 
 def _llm_on_pools(m: Matchers) -> str:

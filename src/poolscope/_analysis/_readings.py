@@ -41,6 +41,7 @@ __all__ = [
     "Snapshot",
     "SourceError",
     "Windows",
+    "io_target",
     "is_prometheus_server",
     "read",
     "windows",
@@ -137,10 +138,17 @@ class PoolReading:
     run: Histogram = field(default_factory=Histogram)
     llm_seconds: float = 0.0
     """Seconds of LLM calls made on this pool's workers, so far."""
+    io_calls: Mapping[str, Histogram] = field(default_factory=dict)
+    """The blocking HTTP calls made on this pool's workers, so far, by :func:`io_target`."""
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.service, self.instance, self.pool)
+
+
+def io_target(library: str, address: str, port: str) -> str:
+    """Where blocking HTTP calls went, as a verdict names it: ``requests → 127.0.0.1:8001``."""
+    return f"{library} → {address}:{port}" if port else f"{library} → {address}"
 
 
 Site = tuple[str, str, int, str]
@@ -241,6 +249,11 @@ class _Exposition:
         if pool and _histogram_part(name, p.LLM_DURATION) == "_sum":
             self.llm[pool] = self.llm.get(pool, 0.0) + value
             return
+        part = _histogram_part(name, p.IO_DURATION)
+        if pool and part:
+            target = io_target(*(labels.get(label, "") for label in p.IO_TARGET_KEY))
+            self.histograms.add(("io", pool, target), part, labels.get("le"), value)
+            return
         self._histogram(name, labels, pool, value)
 
     def _histogram(self, name: str, labels: Mapping[str, str], pool: str, value: float) -> None:
@@ -276,6 +289,11 @@ class _Exposition:
                 wait=histograms.get(("wait", pool)),
                 run=histograms.get(("run", pool)),
                 llm_seconds=self.llm.get(pool, 0.0),
+                io_calls={
+                    key[2]: histograms.get(key)
+                    for key in histograms.values
+                    if key[0] == "io" and key[1] == pool
+                },
             )
             for pool, entry in self.gauges.items()
         }
@@ -309,6 +327,7 @@ _READ_SERIES: Final = (
     p.LOOP_CPU,
     p.PROCESS_CPU,
     f"{p.LLM_DURATION}_sum",
+    p.IO_DURATION,
 )
 """What a snapshot holds. An app's endpoint serves much more (request-latency buckets per
 route, the SDK's own series): parsing only these keeps a reader's cost down while it
@@ -424,6 +443,7 @@ def windows(
                 wait_p95=wait.quantile(0.95),
                 run_p95=run.quantile(0.95),
                 llm_seconds=max(reading.llm_seconds - (previous.llm_seconds if previous else 0), 0),
+                **_io_figures(reading, previous),
                 load=load,
                 start=before.taken_at,
                 service=reading.service or service,
@@ -443,6 +463,27 @@ def windows(
         for key, process in after.processes.items()
     ]
     return Windows(pools, processes)
+
+
+def _io_figures(reading: PoolReading, previous: PoolReading | None) -> dict[str, Any]:
+    """``io_seconds``, ``io_target`` and ``io_p50`` of a pool's window."""
+    earlier = previous.io_calls if previous else {}
+    calls = {target: h.since(earlier.get(target)) for target, h in reading.io_calls.items()}
+    return _io_window(
+        {target: h.sum for target, h in calls.items()},
+        sum(calls.values(), Histogram()).quantile(0.5),
+    )
+
+
+def _io_window(seconds: Mapping[str, float], p50: float | None) -> dict[str, Any]:
+    held = {target: value for target, value in seconds.items() if value > 0}
+    if not held:
+        return {}
+    return {
+        "io_seconds": sum(held.values()),
+        "io_target": max(held, key=held.__getitem__),
+        "io_p50": p50,
+    }
 
 
 def _process_window(
@@ -571,6 +612,16 @@ def windows_from_prometheus(
         at,
     )
     llm = _by_key(base, {"llm": q.llm_pinned_seconds(m, window)}, p.POOL_KEY[:3], timeout, at)
+    io_p50 = _by_key(base, {"p50": q.io_quantile(0.5, m, window)}, p.POOL_KEY[:3], timeout, at)
+    io_seconds: dict[tuple[str, ...], dict[str, float]] = {}
+    for key, found in _by_key(
+        base,
+        {"seconds": q.io_seconds_by_target(m, window)},
+        (*p.POOL_KEY[:3], *p.IO_TARGET_KEY),
+        timeout,
+        at,
+    ).items():
+        io_seconds.setdefault(key[:3], {})[io_target(*key[3:])] = found.get("seconds", 0.0)
     pools = [
         PoolWindow(
             pool=pool,
@@ -585,6 +636,10 @@ def windows_from_prometheus(
             wait_p95=found.get("wait_p95"),
             run_p95=found.get("run_p95"),
             llm_seconds=llm.get((service, instance, pool), {}).get("llm", 0.0),
+            **_io_window(
+                io_seconds.get((service, instance, pool), {}),
+                io_p50.get((service, instance, pool), {}).get("p50"),
+            ),
             service=service,
             instance=instance,
             type=pool_type,

@@ -25,10 +25,8 @@ keeps its name and route, which its maker sets.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
-from urllib.parse import unquote_plus
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -40,6 +38,7 @@ from .._core import _state
 from .._core._rollup import RequestRollup, current_rollup
 from .._core._telemetry import exported_by
 from .._errors import ConfigurationError
+from .._redaction import redact_query
 from .._safety import logger, report_internal_error
 from ._route import route_template, span_details, span_method
 
@@ -173,45 +172,25 @@ _URL_VALUED: Final = (
 )
 
 
-_PARAMETER_NAME: Final = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
-
-
-def _redact_query(query: str) -> str:
-    """Keep the parameter names, replace every value.
-
-    A part without ``=`` is all value (``?sk-live-…``), and so is a "name" that
-    does not look like one (``?alice@example.com=``): both become ``REDACTED``.
-    """
-    parts = []
-    for part in query.split("&"):
-        name, equals, _ = part.partition("=")
-        name = unquote_plus(name)
-        if equals and _PARAMETER_NAME.fullmatch(name):
-            parts.append(f"{name}={semconv.REDACTED}")
-        elif part:
-            parts.append(semconv.REDACTED)
-    return "&".join(parts)
-
-
 def redacted(attributes: Mapping[str, Any]) -> dict[str, str]:
     """New values for the attributes that carry what the client sent."""
     found: dict[str, str] = {}
     for key in _QUERY_VALUED:
         value = attributes.get(key)
         if isinstance(value, str) and value:
-            found[key] = _redact_query(value)
+            found[key] = redact_query(value)
     for key in _URL_VALUED:
         value = attributes.get(key)
         if isinstance(value, str) and "?" in value:
             base, _, query = value.partition("?")
-            found[key] = f"{base}?{_redact_query(query.partition('#')[0])}"
+            found[key] = f"{base}?{redact_query(query.partition('#')[0])}"
     return found
 
 
 def _write(span: Span, rollup: RequestRollup, scope: Scope, names_span: bool) -> None:
     if not _is_server_span(span):
         return
-    if rollup.task_count or rollup.spans_dropped or rollup.pinned_llm_ns:
+    if rollup.task_count or rollup.spans_dropped or rollup.pinned_llm_ns or rollup.pinned_io_ns:
         # only on requests that handed work to a pool: the others' spans stay as made
         span.set_attributes(_figures(rollup))
     attributes = getattr(span, "attributes", None) or {}
@@ -240,6 +219,9 @@ def _figures(rollup: RequestRollup) -> dict[str, float | int | bool]:
     if rollup.pinned_llm_ns:
         figures[semconv.ATTR_EXECUTOR_PINNED_LLM] = True
         figures[semconv.ATTR_EXECUTOR_PINNED_LLM_DURATION] = rollup.pinned_llm_ns / 1e9
+    if rollup.pinned_io_ns:
+        figures[semconv.ATTR_EXECUTOR_PINNED_IO] = True
+        figures[semconv.ATTR_EXECUTOR_PINNED_IO_DURATION] = rollup.pinned_io_ns / 1e9
     return figures
 
 

@@ -11,11 +11,12 @@ library's, which would record every task twice.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 from .._safety import logger
 
-__all__ = ["BeneathPatch", "Patch", "install"]
+__all__ = ["BeneathPatch", "Patch", "inside_instrumentation", "install"]
 
 _MISSING: Final = object()
 _MAX_CHAIN: Final = 16  # wrappers followed through ``__wrapped__``, bounded against cycles
@@ -115,3 +116,31 @@ class BeneathPatch(Patch):
             self.outer.__wrapped__ = self.original
         if self.owner.__dict__.get(self.attribute) is self.replacement:
             setattr(self.owner, self.attribute, self.original)
+
+
+def _is_opentelemetry_wrapper(value: Any, package: str) -> bool:
+    """A wrapt wrapper that an OpenTelemetry instrumentation in ``package`` installed."""
+    wrapper = getattr(value, "_self_wrapper", None)
+    while isinstance(wrapper, functools.partial):  # httpx's instrumentation binds its settings
+        wrapper = wrapper.func
+    module = getattr(wrapper, "__module__", "") or ""
+    return hasattr(value, "__wrapped__") and module.startswith(package)
+
+
+def inside_instrumentation(
+    owner: Any,
+    attribute: str,
+    wrap: Any,
+    package: str = "opentelemetry.instrumentation.",
+) -> Patch:
+    """A patch that puts ``wrap(original)`` on ``owner.attribute``, *inside* the wrapt
+    wrapper an OpenTelemetry instrumentation (from ``package``) put there first.
+
+    Inside it, the instrumentation's span is current when poolscope runs, so poolscope
+    enriches that span instead of making a second one. Installed after poolscope, such
+    a wrapper goes around poolscope's by itself: either order ends the same.
+    """
+    current = vars(owner)[attribute]
+    if _is_opentelemetry_wrapper(current, package):
+        return BeneathPatch(owner, attribute, current, wrap(current.__wrapped__))
+    return Patch(owner, attribute, wrap(getattr(owner, attribute)))

@@ -3,7 +3,8 @@
 The ASGI middleware opens a :class:`RequestRollup` in the request's context;
 each task submitted from that context (the sync endpoint itself, every chunk
 of a sync streaming response, ``to_thread`` calls in async endpoints) adds its
-wait when a worker picks it up. The middleware writes the totals on the server
+wait when a worker picks it up, and the time its blocking calls (LLM, HTTP)
+held the worker. The middleware writes the totals on the server
 span. The roll-up also holds the request's span budget, so a response of
 thousands of sync chunks cannot produce thousands of spans, and its route, so
 that each task's spans say which route's work waited.
@@ -21,6 +22,7 @@ __all__ = ["RequestRollup", "current_rollup"]
 class RequestRollup:
     __slots__ = (
         "_lock",
+        "pinned_io_ns",
         "pinned_llm_ns",
         "route",
         "span_budget",
@@ -40,6 +42,7 @@ class RequestRollup:
         self.span_budget = span_budget
         self.spans_dropped = 0
         self.pinned_llm_ns = 0
+        self.pinned_io_ns = 0
 
     def add_wait(self, wait_ns: int) -> None:
         """Called from worker threads and the loop alike."""
@@ -52,6 +55,11 @@ class RequestRollup:
         """An LLM call held a pool worker for ``held_ns`` while serving this request."""
         with self._lock:
             self.pinned_llm_ns += held_ns
+
+    def add_pinned_io(self, held_ns: int) -> None:
+        """A blocking HTTP call held a pool worker for ``held_ns`` while serving this request."""
+        with self._lock:
+            self.pinned_io_ns += held_ns
 
     def take_span(self) -> bool:
         """True if the request may emit one more task span; counts the ones it may not."""

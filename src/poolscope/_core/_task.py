@@ -35,6 +35,7 @@ __all__ = [
     "Task",
     "TaskState",
     "begin",
+    "blocking_call",
     "current_task",
     "error_type",
     "function_name",
@@ -106,6 +107,12 @@ current_task: Final[contextvars.ContextVar[Task | None]] = contextvars.ContextVa
     "poolscope_current_task", default=None
 )
 """The pool task the current thread is running, for code that wants to know (LLM calls)."""
+
+blocking_call: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
+    "poolscope_blocking_call", default=None
+)
+"""The blocking client call (``"llm"``, ``"http"``) this context is inside. What it does
+itself (an LLM SDK's own HTTP requests, a redirect) is part of it, not a call of its own."""
 
 
 def begin(

@@ -130,6 +130,12 @@ class Instruments:
             description="Time until the first chunk of a streamed response arrived.",
             explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_DURATION_BUCKETS),
         )
+        self.io = meter.create_histogram(
+            semconv.METRIC_EXECUTOR_IO_DURATION,
+            unit=semconv.UNIT_SECONDS,
+            description="Blocking HTTP calls made on a pool's worker.",
+            explicit_bucket_boundaries_advisory=buckets,
+        )
         meter.create_observable_up_down_counter(
             semconv.METRIC_WORKER_COUNT,
             callbacks=[_observe_workers],

@@ -21,13 +21,15 @@ Prompts and completions are recorded only when the caller passes them to
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind
@@ -35,12 +37,15 @@ from opentelemetry.trace import Span, SpanKind
 from .. import semconv
 from .._core import _state
 from .._core._recorder import record
-from .._core._task import current_task, error_type, mark_error
+from .._core._task import blocking_call, current_task, error_type, mark_error
 from .._core._telemetry import Instruments, context_inside
 from .._errors import ConfigurationError
 from .._safety import report_internal_error
 
-__all__ = ["LLMCall", "llm_call"]
+__all__ = ["LLM_CALL", "LLMCall", "llm_call"]
+
+LLM_CALL: Final = "llm"
+"""What :data:`~poolscope._core._task.blocking_call` says inside an LLM call."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,6 +96,7 @@ class LLMCall:
         self.finish_reasons: Sequence[str] | None = None
         self._span: Span | None = None
         self._token: object | None = None
+        self._inside: contextvars.Token[str | None] | None = None
         self._started = 0
         self._first_chunk_ns: int | None = None
         self._pool_task: Any = None
@@ -168,6 +174,7 @@ class LLMCall:
                 f"{self.operation} {self.model}", kind=SpanKind.CLIENT, attributes=attributes
             )
             self._token = context.attach(context_inside(self._span, None))
+            self._inside = blocking_call.set(LLM_CALL)
         except Exception:
             report_internal_error("starting an LLM call span")
         return self
@@ -177,6 +184,10 @@ class LLMCall:
         if self._token is not None:
             context.detach(self._token)  # type: ignore[arg-type]
             self._token = None
+        if self._inside is not None:
+            inside, self._inside = self._inside, None
+            with contextlib.suppress(ValueError):  # ended in another context than it began
+                blocking_call.reset(inside)
 
     def end(self, exc: BaseException | None = None) -> None:
         ended = time.monotonic_ns()

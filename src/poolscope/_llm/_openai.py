@@ -36,14 +36,15 @@ from opentelemetry.trace import Span, SpanKind
 from .. import semconv
 from .._config import PATH_OPENAI
 from .._core import _state
-from .._core._patch import BeneathPatch, Patch
-from .._core._task import current_task
+from .._core._patch import Patch, inside_instrumentation
+from .._core._task import blocking_call, current_task
 from .._safety import report_internal_error
-from ._call import LLMCall
+from ._call import LLM_CALL, LLMCall
 
 __all__ = ["patches"]
 
 PROVIDER = "openai"
+_OPENAI_INSTRUMENTATIONS = "opentelemetry.instrumentation.openai"
 
 # (module, sync class, async class, gen_ai.operation.name)
 _TARGETS = (
@@ -76,8 +77,10 @@ def _enrich(span: Span) -> Callable[[], None]:
         return lambda: None
     span.set_attribute(semconv.ATTR_EXECUTOR_NAME, task.pool.name)
     started = time.monotonic_ns()
+    inside = blocking_call.set(LLM_CALL)
 
     def pinned() -> None:
+        blocking_call.reset(inside)
         if task.rollup is not None:
             task.rollup.add_pinned(time.monotonic_ns() - started)
 
@@ -418,20 +421,6 @@ def patches() -> list[Patch]:
             owner = getattr(module, name, None)
             if owner is None or "create" not in vars(owner):
                 continue
-            current = vars(owner)["create"]
-            if _is_opentelemetry_wrapper(current):
-                found.append(
-                    BeneathPatch(owner, "create", current, wrap(current.__wrapped__, operation))
-                )
-            else:
-                found.append(Patch(owner, "create", wrap(owner.create, operation)))
+            wrapper = functools.partial(wrap, operation=operation)
+            found.append(inside_instrumentation(owner, "create", wrapper, _OPENAI_INSTRUMENTATIONS))
     return found
-
-
-def _is_opentelemetry_wrapper(value: Any) -> bool:
-    """A wrapt wrapper installed by an OpenTelemetry openai instrumentation."""
-    wrapper = getattr(value, "_self_wrapper", None)
-    module = getattr(wrapper, "__module__", "") or ""
-    return hasattr(value, "__wrapped__") and module.startswith(
-        "opentelemetry.instrumentation.openai"
-    )

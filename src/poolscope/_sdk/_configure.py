@@ -395,6 +395,7 @@ def _views() -> list[Any]:
         semconv.DURATION_BUCKETS: (
             semconv.METRIC_TASK_WAIT_DURATION,
             semconv.METRIC_TASK_RUN_DURATION,
+            semconv.METRIC_EXECUTOR_IO_DURATION,
             semconv.METRIC_HTTP_SERVER_REQUEST_DURATION,
         ),
         semconv.LAG_BUCKETS: (
