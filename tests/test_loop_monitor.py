@@ -187,3 +187,42 @@ async def test_a_busy_loop_shows_as_resume_time_not_as_queue_wait(telemetry: Tel
     assert resume.count == 1
     assert resume.max >= 0.15, resume.max
     assert wait.max < 0.05, wait.max
+
+
+class _SteppedClock:
+    """A loop thread's clocks read from a script: what the watchdog would read at each sample."""
+
+    def __init__(self, readings: list[tuple[float, float]]) -> None:
+        self.readings = iter(readings)
+        self.now = (0.0, 0.0)
+
+    def step(self) -> None:
+        self.now = next(self.readings)
+
+    def cpu(self) -> float:
+        return self.now[0]
+
+    def run_queue_wait(self) -> float:
+        return self.now[1]
+
+    def in_blocking_call(self) -> bool:
+        return True
+
+
+def test_a_wait_for_a_cpu_after_the_block_is_not_charged_to_it() -> None:
+    # A 300 ms sleep seen at samples 0, 20, ..., 280 ms; the sample at 300 ms finds it
+    # over, with the loop thread since then runnable behind other work for 15 ms.
+    from poolscope._core._loop_blocks import Evidence
+
+    ms = 1_000_000
+    clock = _SteppedClock([(0.0, 0.0)] + [(0.0, 0.0)] * 13 + [(0.001, 0.015)])
+    clock.step()
+    evidence = Evidence(clock, 0, 20 * ms, 20 * ms)  # type: ignore[arg-type]
+    for sample in range(2, 15):
+        clock.step()
+        evidence.observe(sample * 20 * ms)
+    clock.step()
+    found = evidence.attributes(start_ns=0, end_ns=290 * ms, now=300 * ms)
+    assert found[semconv.ATTR_EVENTLOOP_BLOCKED_CPU_WAIT] == 0.0
+    assert found[semconv.ATTR_EVENTLOOP_BLOCKED_CPU_TIME] == 0.0
+    assert found[semconv.ATTR_EVENTLOOP_BLOCKED_CAUSE] == semconv.BLOCK_CAUSE_CALL

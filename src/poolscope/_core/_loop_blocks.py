@@ -16,8 +16,8 @@ halfway between the samples that bracket it, narrowed by when the loop left
 or entered ``select`` and when the heartbeat ran, so it is timed to about a
 sample interval.
 
-What the loop thread did meanwhile (:class:`Evidence`) is read at the
-block's second sample and at its end: its own CPU time, its wait for a CPU,
+What the loop thread did meanwhile (:class:`Evidence`) is read from the
+block's second sample to its last: its own CPU time, its wait for a CPU,
 garbage collections, and the other threads that ran (a thread running Python
 holds the GIL).
 """
@@ -255,6 +255,7 @@ class Evidence:
         "cpu",
         "interval_ns",
         "known",
+        "last",
         "loop_thread",
         "samples",
         "since_ns",
@@ -270,29 +271,41 @@ class Evidence:
         self.cpu = clock.cpu()
         self.waited = clock.run_queue_wait()
         self.threads = thread_cpu(excluded=loop_thread)
+        self.last: tuple[int, float, float | None] | None = None
+        """(when, CPU, run-queue wait) at the latest sample that still saw the block."""
         self.samples = 0
         self.known = 0
         self.calls = 0
 
-    def observe(self) -> None:
-        """One more sample of the block: is the loop thread in a blocking call right now?"""
+    def observe(self, now: int) -> None:
+        """One more sample of the block: its clocks, and is the loop thread in a blocking call?"""
         self.samples += 1
+        self.last = (now, self.clock.cpu(), self.clock.run_queue_wait())
         in_call = self.clock.in_blocking_call()
         if in_call is not None:
             self.known += 1
             self.calls += in_call
 
     def attributes(self, start_ns: int, end_ns: int, now: int) -> dict[str, Any]:
-        """The block's evidence, scaled from the part measured to its whole duration."""
-        measured = max(now - self.since_ns, 1) / 1e9
+        """The block's evidence, scaled from the part measured to its whole duration.
+
+        The clocks count from the block's second sample to its last: the sample
+        that finds it over comes after it, when the loop thread already runs
+        other callbacks (under load, waiting for a core), which are not this
+        block's doing. Only a block seen at no later sample is measured to then.
+        """
+        if self.last is not None:
+            until, cpu, waited = self.last
+        else:
+            until, cpu, waited = now, self.clock.cpu(), self.clock.run_queue_wait()
+        measured = max(until - self.since_ns, 1) / 1e9
         duration = max(end_ns - start_ns, 0) / 1e9
-        on_cpu = max(self.clock.cpu() - self.cpu, 0.0) / measured
+        on_cpu = max(cpu - self.cpu, 0.0) / measured
         collecting = gc_pauses.overlap(start_ns, end_ns)
         found: dict[str, Any] = {
             semconv.ATTR_EVENTLOOP_BLOCKED_CPU_TIME: round(min(on_cpu, 1.0) * duration, 4),
             semconv.ATTR_EVENTLOOP_BLOCKED_GC_TIME: round(collecting, 4),
         }
-        waited = self.clock.run_queue_wait()
         runnable = None
         if waited is not None and self.waited is not None:
             runnable = max(waited - self.waited, 0.0) / measured

@@ -164,7 +164,7 @@ class LoopMonitor:
         if running.evidence is None:
             running.evidence = Evidence(self.clock.thread, self.thread_id, now, _SAMPLE_INTERVAL_NS)
         else:
-            running.evidence.observe()
+            running.evidence.observe(now)
         if running.report is None and (
             capture or now - running.start_estimate() >= self.threshold_ns
         ):
