@@ -1,4 +1,4 @@
-"""A local, OpenAI-compatible fake LLM server: real HTTP, no network, no API key.
+"""A local fake LLM server, OpenAI- and Anthropic-compatible: real HTTP, no network, no API key.
 
 Serves what the examples and tests call with the real ``openai`` SDK:
 
@@ -7,6 +7,10 @@ Serves what the examples and tests call with the real ``openai`` SDK:
 * ``POST /v1/embeddings``
 * ``POST /v1/responses`` (streaming and not)
 
+and with the real ``anthropic`` SDK (its ``base_url`` is the server's root):
+
+* ``POST /v1/messages`` (streaming and not, its server-sent events in the API's order)
+
 Latency is shaped like a real model's: a delay before the first token, then a
 delay per token, each with optional jitter. ``usage`` counts are real counts
 of what was sent and returned (whitespace-separated words of the prompt; the
@@ -14,7 +18,8 @@ completion's generated words), so tests can compare them.
 
 Per request, headers override the server's settings: ``x-fake-first-token-ms``,
 ``x-fake-per-token-ms``, ``x-fake-tokens`` (completion length), and
-``x-fake-status`` (answer with that HTTP error instead, e.g. 429 or 500).
+``x-fake-status`` (answer with that HTTP error instead, e.g. 429 or 500, in
+the API's own error shape).
 
     python examples/fake_llm.py --port 8001 --first-token-ms 300 --per-token-ms 20
 
@@ -124,12 +129,23 @@ class _FakeLLM:
         self.rng = random.Random(seed)  # noqa: S311 - fake data, not security
         self.ids = itertools.count(1)
 
-    async def parse(self, request: Request) -> tuple[dict[str, Any], _Model, int] | Response:
+    async def parse(
+        self, request: Request, *, anthropic: bool = False
+    ) -> tuple[dict[str, Any], _Model, int] | Response:
         status = request.headers.get("x-fake-status")
         if status:
             code = int(status)
+            message = f"fake error {code}"
+            envelope: dict[str, Any] = (
+                {
+                    "type": "error",
+                    "error": {"type": _ANTHROPIC_ERRORS.get(code, "api_error"), "message": message},
+                }
+                if anthropic
+                else {"error": {"message": message, "type": "fake_error", "code": code}}
+            )
             return JSONResponse(
-                {"error": {"message": f"fake error {code}", "type": "fake_error", "code": code}},
+                envelope,
                 status_code=code,
                 headers={"retry-after": "0"} if code == 429 else {},
             )
@@ -302,6 +318,73 @@ class _FakeLLM:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def messages(self, request: Request) -> Response:
+        """Anthropic's Messages API: a ``message``, or its stream of events."""
+        parsed = await self.parse(request, anthropic=True)
+        if isinstance(parsed, Response):
+            return parsed
+        body, model, count = parsed
+        prompt = _prompt_tokens(body.get("messages", [])) + _prompt_tokens(body.get("system", ""))
+        stop_reason = "max_tokens" if count == body.get("max_tokens") else "end_turn"
+        message: dict[str, Any] = {
+            "id": f"msg_fake{next(self.ids)}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "stop_sequence": None,
+        }
+        if not body.get("stream"):
+            return JSONResponse(
+                {
+                    **message,
+                    "content": [{"type": "text", "text": await model.text(count)}],
+                    "stop_reason": stop_reason,
+                    "usage": {"input_tokens": prompt, "output_tokens": count},
+                }
+            )
+
+        async def events() -> AsyncIterator[str]:
+            started = {**message, "content": [], "stop_reason": None}
+            started["usage"] = {"input_tokens": prompt, "output_tokens": 1}
+            yield _sse({"type": "message_start", "message": started}, "message_start")
+            block = {"type": "text", "text": ""}
+            yield _sse(
+                {"type": "content_block_start", "index": 0, "content_block": block},
+                "content_block_start",
+            )
+            yield _sse({"type": "ping"}, "ping")
+            first = True
+            async for word in model.words(count):
+                delta = {"type": "text_delta", "text": word if first else " " + word}
+                first = False
+                yield _sse(
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                    "content_block_delta",
+                )
+            yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            yield _sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": count},
+                },
+                "message_delta",
+            )
+            yield _sse({"type": "message_stop"}, "message_stop")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+"""The ``error.type`` of Anthropic's error envelope, by status."""
+
 
 def _event(kind: str, sequence: int, fields: Mapping[str, Any]) -> str:
     return _sse({"type": kind, "sequence_number": sequence, **fields}, kind)
@@ -316,12 +399,13 @@ def create_app(latency: Latency | None = None, *, seed: int | None = None) -> St
             Route("/v1/completions", fake.completions, methods=["POST"]),
             Route("/v1/embeddings", fake.embeddings, methods=["POST"]),
             Route("/v1/responses", fake.responses, methods=["POST"]),
+            Route("/v1/messages", fake.messages, methods=["POST"]),
         ]
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="OpenAI-compatible fake LLM server")
+    parser = argparse.ArgumentParser(description="OpenAI- and Anthropic-compatible fake LLM server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--first-token-ms", type=float, default=200)

@@ -55,6 +55,9 @@ class Suite:
     """The PyPI project whose sdist holds the tests; None: CPython's, from Debian."""
     args: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
+    """Test dependencies that would change how the other suites run (pytest plugins):
+    the suite then runs in a venv of its own, with these."""
 
 
 SUITES = [
@@ -86,6 +89,29 @@ SUITES = [
     ),
     # FastAPI's own telemetry (0.163): its spans, its providers, its exclusions
     Suite("fastapi", "fastapi", ("-m", "pytest", "tests/test_telemetry")),
+    # the anthropic SDK's own tracing, streams and client, against respx's mocks (its API
+    # tests need a mock server of the API), one process: without its xdist options
+    Suite(
+        "anthropic",
+        "anthropic",
+        (
+            "-m",
+            "pytest",
+            "-o",
+            "addopts=-p tests._alias_httpx --tb=short",
+            "tests/test_open_telemetry.py",
+            "tests/test_tracing.py",
+            "tests/test_streaming.py",
+            "tests/test_client.py",
+        ),
+        plugins=(
+            "respx",
+            "pytest-asyncio",
+            "time-machine",
+            "http-snapshot[httpx]",
+            "anthropic[aiohttp,bedrock,vertex]",  # its platform clients' tests too
+        ),
+    ),
 ]
 
 
@@ -245,8 +271,8 @@ def interpreters() -> dict[str, Path]:
             getattr(sys, "_base_executable", sys.executable),
             [
                 *requirements,
-                *(suite.sdist for suite in SUITES if suite.sdist),
-                *_pins(COMPAT_CONSTRAINTS),
+                *(suite.sdist for suite in SUITES if suite.sdist and not suite.plugins),
+                *(name for name in _pins(COMPAT_CONSTRAINTS) if name not in _plugin_projects()),
                 "pytest",
                 "hypothesis",
                 "uvloop",
@@ -265,12 +291,29 @@ def interpreters() -> dict[str, Path]:
     }
 
 
+def _plugin_projects() -> set[str]:
+    return {_normalized(plugin.split("[")[0]) for suite in SUITES for plugin in suite.plugins}
+
+
+def _own_venv(suite: Suite) -> Path:
+    """The venv of a suite whose plugins the others must not see."""
+    assert suite.sdist is not None
+    requirements = [*_poolscope_requirements(), suite.sdist, "pytest", "hypothesis"]
+    return _venv(
+        getattr(sys, "_base_executable", sys.executable),
+        [*requirements, *suite.plugins, "dirty-equals", "inline-snapshot"],
+        f"{suite.name}-venv",
+    )
+
+
 @pytest.mark.parametrize("suite", SUITES, ids=[suite.name for suite in SUITES])
 def test_the_suite_passes_with_poolscope_as_without(
     suite: Suite, interpreters: dict[str, Path], tmp_path: Path
 ) -> None:
     if suite.sdist is None:
         python, cwd = interpreters["debian"], tmp_path
+    elif suite.plugins:
+        python, cwd = _own_venv(suite), _sources(suite.sdist)
     else:
         python, cwd = interpreters["suites"], _sources(suite.sdist)
     baseline = _run(suite, python, cwd, None, tmp_path / "baseline.xml")

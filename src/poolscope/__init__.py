@@ -24,7 +24,7 @@ Settings (keyword, else environment variable, else default):
 * ``root_spans`` / ``OTEL_POOLSCOPE_ROOT_SPANS``: also trace tasks submitted
   outside any trace (false).
 * ``paths`` / ``OTEL_POOLSCOPE_PATHS``: ``thread_pool``, ``process_pool``,
-  ``anyio``, ``starlette``, ``openai``, ``http_clients`` (all).
+  ``anyio``, ``starlette``, ``openai``, ``anthropic``, ``http_clients`` (all).
 
 Every name poolscope emits is defined in :mod:`poolscope.semconv`.
 :func:`diagnose` names the pool that starved (or the blocked event loop) from

@@ -32,6 +32,7 @@ __all__ = [
     "ENV_WAIT_SPAN_THRESHOLD_MS",
     "NOT_GIVEN",
     "PATHS",
+    "PATH_ANTHROPIC",
     "PATH_ANYIO",
     "PATH_HTTP_CLIENTS",
     "PATH_OPENAI",
@@ -62,6 +63,7 @@ PATH_PROCESS_POOL: Final = "process_pool"
 PATH_ANYIO: Final = "anyio"
 PATH_STARLETTE: Final = "starlette"
 PATH_OPENAI: Final = "openai"
+PATH_ANTHROPIC: Final = "anthropic"
 PATH_HTTP_CLIENTS: Final = "http_clients"
 PATHS: Final[tuple[str, ...]] = (
     PATH_THREAD_POOL,
@@ -69,6 +71,7 @@ PATHS: Final[tuple[str, ...]] = (
     PATH_ANYIO,
     PATH_STARLETTE,
     PATH_OPENAI,
+    PATH_ANTHROPIC,
     PATH_HTTP_CLIENTS,
 )
 """Offload paths poolscope can patch; all are on by default."""

@@ -486,11 +486,12 @@ class Task:
         )
 
 
-def mark_error(span: Span, exc: BaseException) -> None:
-    """The one error policy of poolscope's spans: the exception event, ``error.type``,
-    and an error status described ``"{type}: {message}"``, as the SDK's own
-    ``start_as_current_span`` sets it for a span ended by an exception, so that
-    a failure reads alike on every span of the trace."""
+def mark_error(span: Span, exc: BaseException, kind: str | None = None) -> None:
+    """The one error policy of poolscope's spans: the exception event, ``error.type``
+    (``kind``, else the exception's class), and an error status described
+    ``"{type}: {message}"``, as the SDK's own ``start_as_current_span`` sets it
+    for a span ended by an exception, so that a failure reads alike on every
+    span of the trace."""
     span.record_exception(exc)
-    span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type(exc))
+    span.set_attribute(semconv.ATTR_ERROR_TYPE, kind or error_type(exc))
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

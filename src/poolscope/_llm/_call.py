@@ -42,7 +42,7 @@ from .._core._telemetry import Instruments, context_inside
 from .._errors import ConfigurationError
 from .._safety import report_internal_error
 
-__all__ = ["LLM_CALL", "LLMCall", "llm_call"]
+__all__ = ["LLM_CALL", "LLMCall", "llm_call", "text_parts"]
 
 LLM_CALL: Final = "llm"
 """What :data:`~poolscope._core._task.blocking_call` says inside an LLM call."""
@@ -54,6 +54,19 @@ R = TypeVar("R")
 def _capped(text: str, limit: int) -> str:
     """At most ``limit`` characters, marked when cut (the JSON is then partial)."""
     return text if len(text) <= limit else text[:limit] + "…[truncated]"
+
+
+def text_parts(content: Any) -> list[dict[str, Any]]:
+    """A message's content as the conventions' text parts: a string, or the text of its parts."""
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if isinstance(content, list):  # multi-part content: keep the text parts
+        return [
+            {"type": "text", "content": part.get("text", "")}
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        ]
+    return []
 
 
 def _check(name: str, value: object) -> str:
@@ -170,14 +183,26 @@ class LLMCall:
             attributes[semconv.ATTR_GEN_AI_REQUEST_STREAM] = self.stream
             if self._pool_task is not None:
                 attributes[semconv.ATTR_EXECUTOR_NAME] = self._pool_task.pool.name
-            self._span = telemetry.tracer.start_span(
-                f"{self.operation} {self.model}", kind=SpanKind.CLIENT, attributes=attributes
-            )
-            self._token = context.attach(context_inside(self._span, None))
+            self._span = self._open_span(telemetry.tracer, attributes)
+            if self._owns_span:
+                self._token = context.attach(context_inside(self._span, None))
             self._inside = blocking_call.set(LLM_CALL)
         except Exception:
             report_internal_error("starting an LLM call span")
         return self
+
+    # --- what an SDK's own integration changes ---------------------------------
+
+    _owns_span = True
+    """Whether the span is poolscope's, to fill and end; not when it is the SDK's."""
+
+    def _open_span(self, tracer: trace.Tracer, attributes: dict[str, Any]) -> Span:
+        return tracer.start_span(
+            f"{self.operation} {self.model}", kind=SpanKind.CLIENT, attributes=attributes
+        )
+
+    def _error_type(self, exc: BaseException) -> str:
+        return error_type(exc)
 
     def detach(self) -> None:
         """Stop the span being current here; it stays open until :meth:`end`."""
@@ -216,7 +241,7 @@ class LLMCall:
         if self.response_model:
             metric_attributes[semconv.ATTR_GEN_AI_RESPONSE_MODEL] = self.response_model
         if exc is not None:
-            metric_attributes[semconv.ATTR_ERROR_TYPE] = error_type(exc)
+            metric_attributes[semconv.ATTR_ERROR_TYPE] = self._error_type(exc)
         if self._pool_task is not None:
             # the worker-seconds sync LLM calls pin, per pool, for the dashboards
             pool_attributes = self._pool_task.pool.attributes  # the bounded metric name
@@ -224,10 +249,10 @@ class LLMCall:
                 semconv.ATTR_EXECUTOR_NAME
             ]
         span = self._span
-        if span is not None:
+        if span is not None and self._owns_span:
             span.set_attributes(self._response_attributes())
             if exc is not None:
-                mark_error(span, exc)
+                mark_error(span, exc, self._error_type(exc))
             span.end()
         instruments = self._instruments
         if instruments is not None:

@@ -39,7 +39,7 @@ from .._core import _state
 from .._core._patch import Patch, inside_instrumentation
 from .._core._task import blocking_call, current_task
 from .._safety import report_internal_error
-from ._call import LLM_CALL, LLMCall
+from ._call import LLM_CALL, LLMCall, text_parts
 
 __all__ = ["patches"]
 
@@ -111,35 +111,23 @@ def _begin(resource: Any, operation: str, kwargs: dict[str, Any]) -> LLMCall | N
         return None
 
 
-def _text_parts(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "content": content}]
-    if isinstance(content, list):  # multi-part content: keep the text parts
-        return [
-            {"type": "text", "content": part.get("text", "")}
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        ]
-    return []
-
-
 def _input_messages(kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     """The request's prompt in the GenAI conventions' message shape (capture only)."""
     if isinstance(kwargs.get("messages"), list):
         return [
-            {"role": str(m.get("role", "user")), "parts": _text_parts(m.get("content"))}
+            {"role": str(m.get("role", "user")), "parts": text_parts(m.get("content"))}
             for m in kwargs["messages"]
             if isinstance(m, dict)
         ]
     for key in ("prompt", "input"):
         value = kwargs.get(key)
         if isinstance(value, str):
-            return [{"role": "user", "parts": _text_parts(value)}]
+            return [{"role": "user", "parts": text_parts(value)}]
         if isinstance(value, list):
             return [
-                {"role": str(item.get("role", "user")), "parts": _text_parts(item.get("content"))}
+                {"role": str(item.get("role", "user")), "parts": text_parts(item.get("content"))}
                 if isinstance(item, dict)
-                else {"role": "user", "parts": _text_parts(item)}
+                else {"role": "user", "parts": text_parts(item)}
                 for item in value
             ]
     return []
