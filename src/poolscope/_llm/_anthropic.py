@@ -193,24 +193,28 @@ class _OpenCalls:
     """
 
     def __init__(self) -> None:
-        self._calls: weakref.WeakKeyDictionary[Any, _AnthropicCall] = weakref.WeakKeyDictionary()
+        self._calls: weakref.WeakKeyDictionary[
+            Any, tuple[_AnthropicCall, weakref.finalize[Any, Any]]
+        ] = weakref.WeakKeyDictionary()
 
     def add(self, response: Any, call: _AnthropicCall) -> None:
-        self._calls[response] = call
-        weakref.finalize(response, call.finish, None)
+        self._calls[response] = (call, weakref.finalize(response, call.finish, None))
 
     def get(self, response: Any) -> _AnthropicCall | None:
         try:
-            return self._calls.get(response) if response is not None else None
+            found = self._calls.get(response) if response is not None else None
         except TypeError:  # a stand-in for a response that cannot be referred to weakly
             return None
+        return found[0] if found is not None else None
 
     def end(self, response: Any, error: BaseException | None = None) -> None:
         try:
-            call = self._calls.pop(response, None) if response is not None else None
+            found = self._calls.pop(response, None) if response is not None else None
         except TypeError:
             return
-        if call is not None:
+        if found is not None:
+            call, finalizer = found
+            finalizer.detach()  # ended: the call need not live as long as its response
             call.finish(error)
 
 
