@@ -43,7 +43,7 @@ from .._core import _state
 from .._core._patch import Patch
 from .._core._task import error_type
 from .._safety import report_internal_error
-from ._call import LLMCall, text_parts
+from ._call import LLMCall, call_settings, text_parts
 
 __all__ = ["patches"]
 
@@ -238,21 +238,17 @@ def _begin(client: Any, options: Any, kwargs: dict[str, Any]) -> _AnthropicCall 
             return None
         body = getattr(options, "json_data", None)
         body = body if isinstance(body, dict) else {}
-        model = body.get("model")
         sdk_span = getattr(kwargs.get("call"), "span", None)
         # read by the SDK's request() already, which only then calls _request
         sdk_traces = getattr(client, "_tracer", None) is not None
-        url = getattr(client, "base_url", None)
         call = _AnthropicCall(
             sdk_traces=sdk_traces,
             sdk_span=sdk_span,
             sdk_error_type=_sdk_error_type(),
             provider=PROVIDER,
-            model=model if isinstance(model, str) and model else "unknown",
             operation=operation,
             stream=bool(kwargs.get("stream")),
-            server_address=getattr(url, "host", None) or None,
-            server_port=getattr(url, "port", None),
+            **call_settings(body.get("model"), getattr(client, "base_url", None)),
         )
         call.start()
         if call.capture_content and not sdk_traces:

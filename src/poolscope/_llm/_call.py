@@ -42,7 +42,7 @@ from .._core._telemetry import Instruments, context_inside
 from .._errors import ConfigurationError
 from .._safety import report_internal_error
 
-__all__ = ["LLM_CALL", "LLMCall", "llm_call", "text_parts"]
+__all__ = ["LLM_CALL", "LLMCall", "call_settings", "llm_call", "text_parts"]
 
 LLM_CALL: Final = "llm"
 """What :data:`~poolscope._core._task.blocking_call` says inside an LLM call."""
@@ -54,6 +54,15 @@ R = TypeVar("R")
 def _capped(text: str, limit: int) -> str:
     """At most ``limit`` characters, marked when cut (the JSON is then partial)."""
     return text if len(text) <= limit else text[:limit] + "…[truncated]"
+
+
+def call_settings(model: object, base_url: object) -> dict[str, Any]:
+    """An SDK call's model (``unknown`` unless a name) and server, from its client's base URL."""
+    return {
+        "model": model if isinstance(model, str) and model else "unknown",
+        "server_address": getattr(base_url, "host", None) or None,
+        "server_port": getattr(base_url, "port", None),
+    }
 
 
 def text_parts(content: Any) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from .._core import _state
 from .._core._patch import Patch, inside_instrumentation
 from .._core._task import blocking_call, current_task
 from .._safety import report_internal_error
-from ._call import LLM_CALL, LLMCall, text_parts
+from ._call import LLM_CALL, LLMCall, call_settings, text_parts
 
 __all__ = ["patches"]
 
@@ -92,15 +92,12 @@ def _begin(resource: Any, operation: str, kwargs: dict[str, Any]) -> LLMCall | N
     if PATH_OPENAI not in _state.state.auto:
         return None
     try:
-        model = kwargs.get("model")
         url = getattr(getattr(resource, "_client", None), "base_url", None)
         call = LLMCall(
             provider=PROVIDER,
-            model=model if isinstance(model, str) and model else "unknown",
             operation=operation,
             stream=bool(kwargs.get("stream")),
-            server_address=getattr(url, "host", None) or None,
-            server_port=getattr(url, "port", None),
+            **call_settings(kwargs.get("model"), url),
         )
         call.start()
         if call.capture_content:
