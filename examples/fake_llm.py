@@ -272,22 +272,26 @@ class _FakeLLM:
             "output_tokens_details": {"reasoning_tokens": 0},
         }
 
-        def response(status: str, text: str | None) -> dict[str, Any]:
-            content = [{"type": "output_text", "text": text, "annotations": []}]
-            message = {
+        def part(text: str) -> dict[str, Any]:
+            return {"type": "output_text", "text": text, "annotations": []}
+
+        def message(status: str, text: str | None) -> dict[str, Any]:
+            return {
                 "id": f"msg_{ident}",
                 "type": "message",
                 "role": "assistant",
-                "status": "completed",
-                "content": content,
+                "status": status,
+                "content": [] if text is None else [part(text)],
             }
+
+        def response(status: str, text: str | None) -> dict[str, Any]:
             return {
                 "id": ident,
                 "object": "response",
                 "created_at": created,
                 "model": body["model"],
                 "status": status,
-                "output": [] if text is None else [message],
+                "output": [] if text is None else [message("completed", text)],
                 "parallel_tool_calls": True,
                 "tool_choice": "auto",
                 "tools": [],
@@ -298,23 +302,47 @@ class _FakeLLM:
             return JSONResponse(response("completed", await model.text(count)))
 
         async def events() -> AsyncIterator[str]:
+            # the events of one text message, in the order the API sends them
             sequence = itertools.count()
-            created_event = {"response": response("in_progress", None)}
-            yield _event("response.created", next(sequence), created_event)
+            where = {"output_index": 0, "item_id": f"msg_{ident}"}
+            yield _event(
+                "response.created", next(sequence), {"response": response("in_progress", None)}
+            )
+            yield _event(
+                "response.output_item.added",
+                next(sequence),
+                {"output_index": 0, "item": message("in_progress", None)},
+            )
+            yield _event(
+                "response.content_part.added",
+                next(sequence),
+                {**where, "content_index": 0, "part": part("")},
+            )
             words: list[str] = []
             async for word in model.words(count):
                 piece = word if not words else " " + word
                 words.append(piece)
-                delta = {
-                    "item_id": f"msg_{ident}",
-                    "output_index": 0,
-                    "content_index": 0,
-                    "delta": piece,
-                    "logprobs": [],
-                }
+                delta = {**where, "content_index": 0, "delta": piece, "logprobs": []}
                 yield _event("response.output_text.delta", next(sequence), delta)
-            completed = {"response": response("completed", "".join(words))}
-            yield _event("response.completed", next(sequence), completed)
+            text = "".join(words)
+            yield _event(
+                "response.output_text.done",
+                next(sequence),
+                {**where, "content_index": 0, "text": text, "logprobs": []},
+            )
+            yield _event(
+                "response.content_part.done",
+                next(sequence),
+                {**where, "content_index": 0, "part": part(text)},
+            )
+            yield _event(
+                "response.output_item.done",
+                next(sequence),
+                {"output_index": 0, "item": message("completed", text)},
+            )
+            yield _event(
+                "response.completed", next(sequence), {"response": response("completed", text)}
+            )
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -145,3 +145,34 @@ def test_the_readme_states_the_supported_range_of_every_patched_library() -> Non
         for spec in requirement.specifier:
             sign = {">=": "≥", "<": "<"}[spec.operator]
             assert f"{sign} {spec.version}" in status, (requirement, spec)
+
+
+def _diagram() -> set[str]:
+    """The modules docs/architecture.md draws, as dotted names."""
+    text = (SRC.parent / "docs" / "architecture.md").read_text()
+    block = text.split("```\npoolscope/\n", 1)[1].split("```", 1)[0]
+    lines = block.splitlines()
+    column = lines[0].index("leaves")  # where every row's description starts
+    found = set()
+    packages: list[tuple[int, str]] = []  # (indent, dotted name) of the open folders
+    for line in lines:
+        names = line[:column].split()
+        if not names:
+            continue
+        indent = len(line) - len(line.lstrip())
+        if names[0].endswith("/"):
+            while packages and packages[-1][0] >= indent:
+                packages.pop()
+            parent = packages[-1][1] if packages else "poolscope"
+            packages.append((indent, f"{parent}.{names[0].rstrip('/')}"))
+            found.add(packages[-1][1])
+            names = names[1:]
+        elif indent == 2:  # a row of top-level modules
+            packages = []
+        where = packages[-1][1] if packages else "poolscope"
+        found.update(f"{where}.{name}" for name in names if name != "__init__")
+    return found | {"poolscope"}
+
+
+def test_the_architecture_diagram_shows_every_module_and_only_those() -> None:
+    assert _diagram() == set(MODULES)

@@ -58,6 +58,8 @@ class Suite:
     plugins: tuple[str, ...] = ()
     """Test dependencies that would change how the other suites run (pytest plugins):
     the suite then runs in a venv of its own, with these."""
+    needs: tuple[str, ...] = ()
+    """Other test dependencies of a suite with a venv of its own (the shared venv keeps them)."""
 
 
 SUITES = [
@@ -111,6 +113,31 @@ SUITES = [
             "http-snapshot[httpx]",
             "anthropic[aiohttp,bedrock,vertex]",  # its platform clients' tests too
         ),
+    ),
+    # the openai SDK's client, streams, raw and streaming responses and stream helpers,
+    # against its own vendored respx; one process. Its Realtime/WebSocket tests need
+    # websockets < 16, which our pins (17, for uvicorn) exclude: those files are left out
+    Suite(
+        "openai",
+        "openai",
+        (
+            "-m",
+            "pytest",
+            "-o",
+            "addopts=--tb=short",
+            "--ignore-glob=*websocket*",
+            "--ignore=tests/lib/responses/test_azure_responses_policy_regression.py",
+            "--ignore=tests/lib/responses/test_parsed_output_replay_profile.py",
+            "--ignore=tests/lib/responses/test_refusal_normal_lifecycle.py",
+            "tests/test_client.py",
+            "tests/test_streaming.py",
+            "tests/test_response.py",
+            "tests/test_legacy_response.py",
+            "tests/lib/chat",
+            "tests/lib/responses",
+        ),
+        plugins=("pytest-asyncio", "time-machine", "openai[aiohttp]"),
+        needs=("trio", "rich"),
     ),
 ]
 
@@ -301,7 +328,7 @@ def _own_venv(suite: Suite) -> Path:
     requirements = [*_poolscope_requirements(), suite.sdist, "pytest", "hypothesis"]
     return _venv(
         getattr(sys, "_base_executable", sys.executable),
-        [*requirements, *suite.plugins, "dirty-equals", "inline-snapshot"],
+        [*requirements, *suite.plugins, *suite.needs, "dirty-equals", "inline-snapshot"],
         f"{suite.name}-venv",
     )
 

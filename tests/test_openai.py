@@ -31,6 +31,7 @@ PER_TOKEN_S = 0.01
 TOKENS = 8
 PROMPT = "tell me a secret about pools"  # must never appear in telemetry
 PROMPT_TOKENS = len(PROMPT.split())  # what the fake server counts
+WHOLE_STREAM_MS = (FIRST_TOKEN_S + (TOKENS - 1) * PER_TOKEN_S) * 1000
 
 
 @pytest.fixture(scope="module")
@@ -237,14 +238,146 @@ def test_a_fastapi_endpoint_with_the_sync_client_in_to_thread_pins_workers(
     assert_no_prompt(telemetry)
 
 
-def test_the_sdk_is_left_untouched_after_uninstrument() -> None:
-    from openai.resources.chat.completions import Completions
+def hooked_classes() -> list[type]:
+    from openai import _base_client, _response, _streaming
 
-    original = Completions.__dict__["create"]
-    poolscope.instrument()
-    assert Completions.__dict__["create"] is not original
+    return [
+        _base_client.SyncAPIClient,
+        _base_client.AsyncAPIClient,
+        _streaming.Stream,
+        _streaming.AsyncStream,
+        _response.APIResponse,
+        _response.AsyncAPIResponse,
+    ]
+
+
+def test_uninstrument_restores_the_sdk_exactly() -> None:
     poolscope.uninstrument()
-    assert Completions.__dict__["create"] is original
+    before = [dict(owner.__dict__) for owner in hooked_classes()]
+    poolscope.instrument()
+    assert [dict(owner.__dict__) for owner in hooked_classes()] != before
+    poolscope.uninstrument()
+    assert [dict(owner.__dict__) for owner in hooked_classes()] == before
+
+
+def test_the_objects_the_sdk_returns_are_its_own(client: openai.OpenAI) -> None:
+    with client.chat.completions.create(
+        model="fake-gpt", messages=messages(), stream=True
+    ) as stream:
+        assert type(stream) is openai.Stream
+        assert type(stream.response).__module__.startswith("httpx")
+        list(stream)
+    raw = client.chat.completions.with_raw_response.create(model="fake-gpt", messages=messages())
+    assert type(raw).__module__ == "openai._legacy_response"
+
+
+def usage_points(telemetry: Telemetry, kind: str) -> list[float]:
+    return [
+        point.sum
+        for point in telemetry.points(semconv.METRIC_GEN_AI_TOKEN_USAGE)
+        if point.attributes[semconv.ATTR_GEN_AI_TOKEN_TYPE] == kind
+    ]
+
+
+def test_raw_responses_are_calls_that_last_until_their_body_is_read(
+    telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="fake-gpt", messages=messages())
+    assert raw.parse().usage is not None  # read when the call returned: already one span
+    [plain] = telemetry.spans("chat fake-gpt")
+    assert (plain.attributes or {})[semconv.ATTR_GEN_AI_USAGE_OUTPUT_TOKENS] == TOKENS
+
+    raw_stream = client.chat.completions.with_raw_response.create(
+        model="fake-gpt", messages=messages(), stream=True
+    )
+    assert len(telemetry.spans("chat fake-gpt")) == 1  # its body not read yet
+    words = [c for c in raw_stream.parse() if c.choices and c.choices[0].delta.content]
+    assert len(words) == TOKENS
+    streamed = telemetry.spans("chat fake-gpt")[1]
+    attributes = streamed.attributes or {}
+    assert attributes[semconv.ATTR_GEN_AI_REQUEST_STREAM] is True
+    assert abs(attributes[semconv.ATTR_GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] - FIRST_TOKEN_S) <= 0.02
+    assert duration_ms(streamed) >= WHOLE_STREAM_MS
+    assert_no_prompt(telemetry)
+
+
+def test_streaming_responses_are_calls_that_end_with_their_body(
+    telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    completions = client.chat.completions.with_streaming_response
+    with completions.create(model="fake-gpt", messages=messages()) as response:
+        assert telemetry.spans("chat fake-gpt") == []  # the body is still to be read
+        assert response.parse().usage is not None
+    with completions.create(model="fake-gpt", messages=messages(), stream=True) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: {")]
+        assert telemetry.spans("chat fake-gpt")[1:] == []
+    assert len(lines) == TOKENS + 1
+    plain, streamed = telemetry.spans("chat fake-gpt")
+    # parse() read the body: the call knows what it said
+    assert (plain.attributes or {})[semconv.ATTR_GEN_AI_USAGE_OUTPUT_TOKENS] == TOKENS
+    # the application read the stream's lines itself: the call lasted until it closed them
+    assert duration_ms(streamed) >= WHOLE_STREAM_MS
+    assert usage_points(telemetry, semconv.GEN_AI_TOKEN_TYPE_OUTPUT) == [TOKENS]
+
+
+def test_the_stream_helpers(telemetry: Telemetry, client: openai.OpenAI) -> None:
+    with client.chat.completions.stream(
+        model="fake-gpt", messages=messages(), stream_options={"include_usage": True}
+    ) as chat_stream:
+        final = chat_stream.get_final_completion()
+    assert final.choices[0].message.content
+    with client.responses.stream(model="fake-gpt", input=PROMPT) as responses_stream:
+        response = responses_stream.get_final_response()
+    assert response.output_text
+    spans = telemetry.spans("chat fake-gpt")
+    assert len(spans) == 2
+    for span in spans:
+        attributes = span.attributes or {}
+        assert attributes[semconv.ATTR_GEN_AI_REQUEST_STREAM] is True
+        assert attributes[semconv.ATTR_GEN_AI_USAGE_OUTPUT_TOKENS] == TOKENS
+        assert attributes[semconv.ATTR_GEN_AI_USAGE_INPUT_TOKENS] == PROMPT_TOKENS
+        assert duration_ms(span) >= WHOLE_STREAM_MS
+    [ttfc] = telemetry.points(semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK)
+    assert ttfc.count == 2
+    assert_no_prompt(telemetry)
+
+
+def test_parse_is_a_call(telemetry: Telemetry, client: openai.OpenAI) -> None:
+    completion = client.chat.completions.parse(model="fake-gpt", messages=messages())
+    [span] = telemetry.spans("chat fake-gpt")
+    assert (span.attributes or {})[semconv.ATTR_GEN_AI_RESPONSE_ID] == completion.id
+
+
+@pytest.mark.anyio
+async def test_the_async_helpers(telemetry: Telemetry, base_url: str) -> None:
+    async with openai.AsyncOpenAI(api_key="x", base_url=base_url, max_retries=0) as sdk:
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="fake-gpt", messages=messages()
+        )
+        assert raw.parse().usage is not None
+        async with sdk.chat.completions.with_streaming_response.create(
+            model="fake-gpt", messages=messages()
+        ) as response:
+            assert len(telemetry.spans("chat fake-gpt")) == 1
+            await response.parse()
+        async with sdk.chat.completions.stream(
+            model="fake-gpt", messages=messages(), stream_options={"include_usage": True}
+        ) as stream:
+            async for _event in stream:
+                pass
+        async with sdk.responses.stream(model="fake-gpt", input=PROMPT) as events:
+            await events.get_final_response()
+    spans = telemetry.spans("chat fake-gpt")
+    assert len(spans) == 4
+    for span in spans:
+        assert (span.attributes or {})[semconv.ATTR_GEN_AI_USAGE_OUTPUT_TOKENS] == TOKENS
+
+
+def test_other_api_calls_are_no_llm_calls(telemetry: Telemetry, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):  # the fake server has no models endpoint
+        client.models.list()
+    assert telemetry.points(semconv.METRIC_GEN_AI_OPERATION_DURATION) == []
+    assert [s for s in telemetry.spans() if s.kind is SpanKind.CLIENT] == []
 
 
 def test_content_is_captured_only_when_switched_on_and_capped(
@@ -291,11 +424,12 @@ def test_a_bad_capture_switch_is_named() -> None:
         )
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize(
     "poolscope_first", [True, False], ids=["poolscope-first", "openai-v2-first"]
 )
 def test_with_opentelemetry_instrumentation_openai_v2_there_is_one_span_enriched(
-    telemetry: Telemetry, client: openai.OpenAI, poolscope_first: bool
+    telemetry: Telemetry, client: openai.OpenAI, poolscope_first: bool, stream: bool
 ) -> None:
     from openai.resources.chat.completions import Completions
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
@@ -315,9 +449,15 @@ def test_with_opentelemetry_instrumentation_openai_v2_there_is_one_span_enriched
     try:
         pool = poolscope.instrument_executor(ThreadPoolExecutor(1), name="llm-workers")
         with pool, telemetry.tracer.start_as_current_span("request"):
-            pool.submit(
-                client.chat.completions.create, model="fake-gpt", messages=messages()
-            ).result()
+
+            def ask() -> None:
+                result = client.chat.completions.create(
+                    model="fake-gpt", messages=messages(), stream=stream
+                )
+                if stream:
+                    assert len(list(result)) == TOKENS + 1
+
+            pool.submit(ask).result()
     finally:
         OpenAIInstrumentor().uninstrument()
         poolscope.uninstrument()
