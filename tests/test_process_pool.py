@@ -21,6 +21,10 @@ from _helpers import assert_ground_truth, duration_ms
 from conftest import Telemetry
 from poolscope import semconv
 
+# Handing a task to a worker process (pickle, pipe, wake-up) takes well under a
+# millisecond on a quiet machine and was seen at 13 ms late in a loaded CI run.
+HAND_OVER_BOUND_MS = 50
+
 
 def current_trace_id() -> int:
     from opentelemetry import trace
@@ -69,6 +73,7 @@ def test_ground_truth_across_processes(
     assert_ground_truth(
         telemetry.spans(semconv.SPAN_WAIT, pool="procs"),
         telemetry.spans(semconv.SPAN_RUN, pool="procs"),
+        max_hand_over_ms=HAND_OVER_BOUND_MS,
     )
     runs = telemetry.spans(semconv.SPAN_RUN, pool="procs")
     assert len(runs) == 6
