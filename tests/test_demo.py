@@ -19,9 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tools.stack import binary, free_port, services, start_collector
+from tools.stack import (
+    binary,
+    free_port,
+    services,
+    start_app,
+    start_collector,
+    start_fake_llm,
+)
 
 from poolscope import semconv
+from poolscope._cli._demo._model import SCENARIOS, DemoSettings
 
 pytestmark = pytest.mark.stack
 
@@ -143,6 +151,67 @@ def test_the_naive_app_starves_both_pools_and_the_fixed_app_gets_no_verdict(demo
     assert demo.results["diagnosis"]["fixed"]["verdicts"] == []
     assert f"naive-llm-app: {semconv.POOL_ASYNCIO_DEFAULT} hit its limit" in demo.stdout
     assert "fixed-llm-app: No pool hit its limit, the process had CPU to spare" in demo.stdout
+
+
+@pytest.mark.parametrize("app", ["naive", "fixed"])
+def test_poolscope_load_gives_each_example_app_the_demos_verdicts(
+    demo: Demo, app: str, tmp_path: Path
+) -> None:
+    # The demo is `poolscope load` run against its two apps: the same apps, the
+    # same model and steps, loaded one scenario at a time by the command, get
+    # the verdicts the demo gave them.
+    model = DemoSettings()
+    verdicts: list[dict[str, Any]] = []
+    with services(tmp_path) as start:
+        llm = start_fake_llm(
+            start,
+            f"--first-token-ms={model.first_token_ms:g}",
+            f"--per-token-ms={model.per_token_ms:g}",
+            f"--tokens={model.tokens}",
+        )
+        metrics_port = free_port()
+        url = start_app(
+            start,
+            f"{app}_app",
+            llm_url=llm,
+            extra_env={"OTEL_POOLSCOPE_PROMETHEUS_PORT": str(metrics_port)},
+        )
+        for index, scenario in enumerate(SCENARIOS):
+            figures = tmp_path / f"load-{index}.json"
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "poolscope",
+                    "load",
+                    url,
+                    f"--paths={','.join(scenario.paths)}",
+                    f"--steps={','.join(map(str, STEPS))}",
+                    "--duration=3",  # the demo's default
+                    f"--metrics=http://127.0.0.1:{metrics_port}/metrics",
+                    f"--output={tmp_path / f'load-{index}.html'}",
+                    f"--json={figures}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=400,
+                check=False,
+            )
+            assert result.returncode in (0, 1), result.stderr[-3000:]
+            found = json.loads(figures.read_text())
+            assert all(not s["failures"] and not s["unfinished"] for s in found["steps"])
+            verdicts += found["diagnosis"]["app"]["verdicts"]
+            assert result.returncode == (1 if found["diagnosis"]["app"]["verdicts"] else 0)
+
+    def named(found: list[dict[str, Any]]) -> set[tuple[str, str, float]]:
+        return {(v["kind"], v["pool"], v["limit"]) for v in found}
+
+    assert named(verdicts) == named(demo.results["diagnosis"][app]["verdicts"]), verdicts
+    for verdict in verdicts:  # from the step the demo found too
+        if verdict["pool"] == semconv.POOL_ASYNCIO_DEFAULT:
+            assert verdict["since_load"] == min(s for s in STEPS if s > DEFAULT_EXECUTOR_LIMIT)
+        else:
+            assert ANYIO_LIMIT < verdict["since_load"] <= TOP
 
 
 def test_the_report_renders_its_plots_in_chromium_offline(demo: Demo, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The ``poolscope`` command: ``top``, ``diagnose``, ``demo`` and the load generator.
+"""The ``poolscope`` command: ``load``, ``demo``, ``top``, ``diagnose`` and the load generator.
 
 Tooling the instrumentation never imports. May import everything else.
 """

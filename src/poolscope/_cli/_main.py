@@ -1,4 +1,4 @@
-"""The ``poolscope`` command: ``demo``, ``top`` and ``diagnose``."""
+"""The ``poolscope`` command: ``load``, ``demo``, ``top`` and ``diagnose``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from .._analysis._readings import SourceError
 from .._errors import ConfigurationError
-from ._demo._model import DemoError
+from .._sdk._configure import ENV_PROMETHEUS_PORT
+from ._load import DEFAULT_METRICS_PORT
+from ._probe._model import DEFAULT_STEPS, ProbeError
 from ._watch import DEFAULT_ENDPOINT_SECONDS, DEFAULT_SERVER_SECONDS, moment
 
 __all__ = ["main"]
@@ -27,11 +30,74 @@ def _steps(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(steps)))
 
 
+def _paths(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_probe_options(
+    command: argparse.ArgumentParser, steps: tuple[int, ...], seconds: float
+) -> None:
+    command.add_argument(
+        "--duration",
+        type=float,
+        default=seconds,
+        metavar="S",
+        help=f"seconds per step (default {seconds:g})",
+    )
+    command.add_argument(
+        "--steps",
+        type=_steps,
+        default=steps,
+        metavar="N,N,...",
+        help=f"concurrent users per step (default {','.join(map(str, steps))})",
+    )
+    command.add_argument(
+        "--output",
+        type=Path,
+        default=Path("poolscope-report.html"),
+        metavar="FILE",
+        help="where to write the HTML report (default poolscope-report.html)",
+    )
+    command.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write the figures as JSON to FILE"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poolscope", description="Thread pool starvation, made visible."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    load = commands.add_parser(
+        "load",
+        help="drive your running app with rising concurrency and say what starved",
+        description=(
+            "Send closed-loop GETs to PATHS of the app at URL with each number of --steps "
+            "concurrent users (each on its own keep-alive connection), read the app's pools "
+            "from its poolscope metrics meanwhile, and print latency against concurrency, "
+            "the verdicts, and an HTML report. Without poolscope metrics, latency against "
+            "concurrency only. Exit 0 when healthy, 1 when something was found, 2 on bad "
+            "input or an unreachable app."
+        ),
+    )
+    load.add_argument("url", metavar="URL", help="the app, e.g. http://127.0.0.1:8000")
+    load.add_argument(
+        "--paths",
+        type=_paths,
+        default=("/",),
+        metavar="/A,/B",
+        help="comma-separated paths to GET, shared out among the users (default /)",
+    )
+    _add_probe_options(load, (1, 10, 50, 100), 5.0)
+    load.add_argument(
+        "--metrics",
+        metavar="URL",
+        help=(
+            "the app's poolscope Prometheus endpoint (default: the URL's host on "
+            f"${ENV_PROMETHEUS_PORT}, else port {DEFAULT_METRICS_PORT}, /metrics)"
+        ),
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -42,26 +108,7 @@ def _parser() -> argparse.ArgumentParser:
             "HTML report."
         ),
     )
-    demo.add_argument(
-        "--duration", type=float, default=3.0, metavar="S", help="seconds per step (default 3)"
-    )
-    demo.add_argument(
-        "--steps",
-        type=_steps,
-        default=(1, 5, 10, 25, 50, 100),
-        metavar="N,N,...",
-        help="concurrent users per step (default 1,5,10,25,50,100)",
-    )
-    demo.add_argument(
-        "--output",
-        type=Path,
-        default=Path("poolscope-report.html"),
-        metavar="FILE",
-        help="where to write the HTML report (default poolscope-report.html)",
-    )
-    demo.add_argument(
-        "--json", type=Path, metavar="FILE", help="also write the figures as JSON to FILE"
-    )
+    _add_probe_options(demo, DEFAULT_STEPS, 3.0)
     demo.add_argument(
         "--otlp",
         metavar="ENDPOINT",
@@ -89,8 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument(
         "url",
         nargs="?",
-        default="http://127.0.0.1:9464/metrics",
-        help="default http://127.0.0.1:9464/metrics",
+        default=f"http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics",
+        help=f"default http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics",
     )
     top.add_argument(
         "--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes"
@@ -113,8 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "url",
         nargs="?",
-        default="http://127.0.0.1:9464/metrics",
-        help="default http://127.0.0.1:9464/metrics",
+        default=f"http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics",
+        help=f"default http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics",
     )
     check.add_argument(
         "--duration",
@@ -140,35 +187,63 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(args: argparse.Namespace) -> int:
+    from ._load import LoadSettings, run_load
+
+    run = run_load(
+        LoadSettings(
+            steps=args.steps,
+            step_seconds=args.duration,
+            output=args.output,
+            json_output=args.json,
+            url=args.url,
+            paths=args.paths,
+            metrics=args.metrics,
+        )
+    )
+    return 1 if any(not d.ok for d in run.diagnoses.values()) else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo._run import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        steps=args.steps,
+        step_seconds=args.duration,
+        output=args.output,
+        otlp=args.otlp,
+        json_output=args.json,
+        llm_port=args.llm_port,
+        naive_port=args.naive_port,
+        fixed_port=args.fixed_port,
+    )
+    run_demo(settings)
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from ._watch import run_diagnose
+
+    return run_diagnose(args.url, seconds=args.duration, at=args.at, json_output=args.json)
+
+
+def _top(args: argparse.Namespace) -> int:
+    from ._top import run_top
+
+    return run_top(args.url, interval=args.interval, once=args.once)
+
+
+_COMMANDS: Final = {"load": _load, "demo": _demo, "diagnose": _diagnose, "top": _top}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from ._demo._run import DemoSettings, run_demo
-
-            settings = DemoSettings(
-                steps=args.steps,
-                step_seconds=args.duration,
-                output=args.output,
-                otlp=args.otlp,
-                json_output=args.json,
-                llm_port=args.llm_port,
-                naive_port=args.naive_port,
-                fixed_port=args.fixed_port,
-            )
-            run_demo(settings)
-            return 0
-        if args.command == "diagnose":
-            from ._watch import run_diagnose
-
-            return run_diagnose(args.url, seconds=args.duration, at=args.at, json_output=args.json)
-        from ._top import run_top
-
-        return run_top(args.url, interval=args.interval, once=args.once)
+        return _COMMANDS[args.command](args)
     except ConfigurationError as error:
         print(f"poolscope {args.command}: {error}", file=sys.stderr)
         return 2
-    except (DemoError, SourceError) as error:
+    except (ProbeError, SourceError) as error:
         print(f"poolscope {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

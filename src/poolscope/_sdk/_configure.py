@@ -37,6 +37,7 @@ from .._errors import ConfigurationError
 from .._safety import logger
 
 __all__ = [
+    "ENV_PROMETHEUS_PORT",
     "check_url",
     "configure",
 ]
