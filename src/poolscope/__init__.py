@@ -34,30 +34,35 @@ line's way in.
 
 from __future__ import annotations
 
-from ._analysis._diagnose import (
-    BlockSite,
-    Diagnosis,
-    PoolWindow,
-    ProcessWindow,
-    Verdict,
-    VerdictKind,
-    diagnose,
-)
-from ._analysis._readings import windows_from_prometheus
-from ._api import (
-    instrument,
-    instrument_executor,
-    instrument_limiter,
-    instrument_semaphore,
-    uninstrument,
-)
-from ._asgi._middleware import PoolscopeMiddleware
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import ConfigurationError
-from ._instrumentor import PoolscopeInstrumentor
-from ._llm._call import LLMCall, llm_call
-from ._paths._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore
-from ._sdk._configure import configure
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._analysis._diagnose import (
+        BlockSite,
+        Diagnosis,
+        PoolWindow,
+        ProcessWindow,
+        Verdict,
+        VerdictKind,
+        diagnose,
+    )
+    from ._analysis._readings import windows_from_prometheus
+    from ._api import (
+        instrument,
+        instrument_executor,
+        instrument_limiter,
+        instrument_semaphore,
+        uninstrument,
+    )
+    from ._asgi._middleware import PoolscopeMiddleware
+    from ._instrumentor import PoolscopeInstrumentor
+    from ._llm._call import LLMCall, llm_call
+    from ._paths._caps import InstrumentedCapacityLimiter, InstrumentedSemaphore
+    from ._sdk._configure import configure
 
 __all__ = [
     "BlockSite",
@@ -84,9 +89,52 @@ __all__ = [
     "windows_from_prometheus",
 ]
 
-# Public objects show as ``poolscope.X`` (in reprs, docs and tracebacks), not as
-# the private module that defines them, as httpx's and anyio's do.
-for _name in __all__:
-    if not _name.startswith("__"):
-        globals()[_name].__module__ = __name__
-del _name
+# Importing poolscope costs nothing until a name is used: the modules behind the
+# names (and the OpenTelemetry SDK behind configure()) load on first access. So
+# the pytest plugin, loaded into every test run where poolscope is installed,
+# and opentelemetry-instrument's entry-point scan pay only for what they use.
+_DEFINED_IN = {
+    "BlockSite": "._analysis._diagnose",
+    "Diagnosis": "._analysis._diagnose",
+    "PoolWindow": "._analysis._diagnose",
+    "ProcessWindow": "._analysis._diagnose",
+    "Verdict": "._analysis._diagnose",
+    "VerdictKind": "._analysis._diagnose",
+    "diagnose": "._analysis._diagnose",
+    "windows_from_prometheus": "._analysis._readings",
+    "instrument": "._api",
+    "instrument_executor": "._api",
+    "instrument_limiter": "._api",
+    "instrument_semaphore": "._api",
+    "uninstrument": "._api",
+    "PoolscopeMiddleware": "._asgi._middleware",
+    "PoolscopeInstrumentor": "._instrumentor",
+    "LLMCall": "._llm._call",
+    "llm_call": "._llm._call",
+    "InstrumentedCapacityLimiter": "._paths._caps",
+    "InstrumentedSemaphore": "._paths._caps",
+    "configure": "._sdk._configure",
+}
+
+
+def _public(value: Any) -> Any:
+    """Public objects show as ``poolscope.X`` (in reprs, docs and tracebacks), not as the
+    private module that defines them, as httpx's and anyio's do."""
+    value.__module__ = __name__
+    return value
+
+
+def __getattr__(name: str) -> Any:
+    module = _DEFINED_IN.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = _public(getattr(importlib.import_module(module, __name__), name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+_public(ConfigurationError)

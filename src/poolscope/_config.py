@@ -30,6 +30,7 @@ __all__ = [
     "ENV_ROOT_SPANS",
     "ENV_RUN_SPANS",
     "ENV_WAIT_SPAN_THRESHOLD_MS",
+    "MAX_SPANS_CAP",
     "NOT_GIVEN",
     "PATHS",
     "PATH_ANTHROPIC",
@@ -81,7 +82,7 @@ _DEFAULT_MAX_SPANS_PER_REQUEST: Final = 32
 DEFAULT_MAX_POOL_NAMES: Final = 200
 _DEFAULT_LOOP_INTERVAL: Final = 0.05
 _DEFAULT_LOOP_BLOCK_THRESHOLD: Final = 0.1
-_MAX_SPANS_CAP: Final = 100_000
+MAX_SPANS_CAP: Final = 100_000
 
 
 class _NotGiven:
@@ -187,14 +188,14 @@ def _resolve_count(
         raw = env.get(env_name, "").strip()
         if not raw:
             return default
-        if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_SPANS_CAP:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_SPANS_CAP:
             raise ConfigurationError(
-                f"{env_name} must be a whole number from 0 to {_MAX_SPANS_CAP}, got {raw!r}"
+                f"{env_name} must be a whole number from 0 to {MAX_SPANS_CAP}, got {raw!r}"
             )
         return int(raw)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_SPANS_CAP:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPANS_CAP:
         raise ConfigurationError(
-            f"{name} must be a whole number from 0 to {_MAX_SPANS_CAP}, got {value!r}"
+            f"{name} must be a whole number from 0 to {MAX_SPANS_CAP}, got {value!r}"
         )
     return value
 

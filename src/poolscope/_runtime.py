@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import wrapt
@@ -44,11 +45,14 @@ from ._safety import logger, report_internal_error
 
 __all__ = [
     "SUPPORTED",
+    "Binding",
     "activate",
+    "binding",
     "deactivate",
     "ensure_path",
     "ensure_telemetry",
     "is_active",
+    "restore",
 ]
 
 SUPPORTED: Final = {
@@ -156,3 +160,37 @@ def deactivate() -> None:
 
 def is_active() -> bool:
     return state.telemetry is not None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What poolscope records into, which paths it records automatically, and what it patched."""
+
+    telemetry: Telemetry | None
+    auto: frozenset[str]
+    patched: frozenset[str]
+
+
+def binding() -> Binding:
+    with lock:
+        return Binding(state.telemetry, state.auto, frozenset(state.patches))
+
+
+def restore(earlier: Binding) -> None:
+    """Back to ``earlier``: its telemetry and automatic paths, and none but its patches.
+
+    For a recording that was switched on over whatever the app had (the tests'
+    recorder): event-loop monitors started since are stopped, so none keeps
+    recording into the telemetry being left; the serving loops start theirs
+    again on their next request.
+    """
+    with lock:
+        if earlier.telemetry is None:
+            deactivate()
+            return
+        stop_all()
+        bind(earlier.telemetry)
+        state.auto = earlier.auto
+        for path in sorted(set(state.patches) - earlier.patched):
+            for patch in reversed(state.patches.pop(path)):
+                patch.revert()
