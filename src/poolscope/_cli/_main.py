@@ -1,4 +1,4 @@
-"""The ``poolscope`` command: ``load``, ``demo``, ``top`` and ``diagnose``."""
+"""The ``poolscope`` command: ``load``, ``audit``, ``demo``, ``top`` and ``diagnose``."""
 
 from __future__ import annotations
 
@@ -97,6 +97,23 @@ def _parser() -> argparse.ArgumentParser:
             "the app's poolscope Prometheus endpoint (default: the URL's host on "
             f"${ENV_PROMETHEUS_PORT}, else port {DEFAULT_METRICS_PORT}, /metrics)"
         ),
+    )
+
+    audit = commands.add_parser(
+        "audit",
+        help="check an app's routes and code against the thread pool starvation checklist",
+        description=(
+            "Import the app (TARGET: module:app, a module, a .py file; a directory is read "
+            "without importing), read its routes and source, and print the checklist with "
+            "file:line for every finding: sync endpoints and dependencies, blocking calls on "
+            "the event loop, work on shared pools, unnamed or default-sized executors, sync "
+            "streaming and file responses, LLM calls without a semaphore. Exit 0 when every "
+            "item passes, 1 when one fails, 2 on bad input."
+        ),
+    )
+    audit.add_argument("target", metavar="TARGET", help="e.g. myapp.main:app or src/app.py")
+    audit.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write the findings as JSON to FILE"
     )
 
     demo = commands.add_parser(
@@ -204,6 +221,12 @@ def _load(args: argparse.Namespace) -> int:
     return 1 if any(not d.ok for d in run.diagnoses.values()) else 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from ._audit._run import run_audit
+
+    return run_audit(args.target, json_output=args.json)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo._run import DemoSettings, run_demo
 
@@ -233,7 +256,13 @@ def _top(args: argparse.Namespace) -> int:
     return run_top(args.url, interval=args.interval, once=args.once)
 
 
-_COMMANDS: Final = {"load": _load, "demo": _demo, "diagnose": _diagnose, "top": _top}
+_COMMANDS: Final = {
+    "load": _load,
+    "audit": _audit,
+    "demo": _demo,
+    "diagnose": _diagnose,
+    "top": _top,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
