@@ -28,8 +28,9 @@ Settings (keyword, else environment variable, else default):
 
 Every name poolscope emits is defined in :mod:`poolscope.semconv`.
 :func:`diagnose` names the pool that starved (or the blocked event loop) from
-what the pools did; ``poolscope demo`` and ``poolscope top`` are the command
-line's way in.
+what the pools did; ``poolscope load``, ``audit``, ``diagnose``, ``top`` and
+``demo`` are the command line's way in, and the pytest plugin's
+``poolscope_recorder`` fixture the test suite's.
 """
 
 from __future__ import annotations
