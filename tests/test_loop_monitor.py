@@ -7,6 +7,7 @@ import gc
 import inspect
 import json
 import subprocess
+import threading
 import time
 
 import httpx
@@ -192,9 +193,10 @@ async def test_a_busy_loop_shows_as_resume_time_not_as_queue_wait(telemetry: Tel
 class _SteppedClock:
     """A loop thread's clocks read from a script: what the watchdog would read at each sample."""
 
-    def __init__(self, readings: list[tuple[float, float]]) -> None:
+    def __init__(self, readings: list[tuple[float, float]], in_call: bool = True) -> None:
         self.readings = iter(readings)
         self.now = (0.0, 0.0)
+        self.in_call = in_call
 
     def step(self) -> None:
         self.now = next(self.readings)
@@ -206,7 +208,7 @@ class _SteppedClock:
         return self.now[1]
 
     def in_blocking_call(self) -> bool:
-        return True
+        return self.in_call
 
 
 def test_a_wait_for_a_cpu_after_the_block_is_not_charged_to_it() -> None:
@@ -226,3 +228,42 @@ def test_a_wait_for_a_cpu_after_the_block_is_not_charged_to_it() -> None:
     assert found[semconv.ATTR_EVENTLOOP_BLOCKED_CPU_WAIT] == 0.0
     assert found[semconv.ATTR_EVENTLOOP_BLOCKED_CPU_TIME] == 0.0
     assert found[semconv.ATTR_EVENTLOOP_BLOCKED_CAUSE] == semconv.BLOCK_CAUSE_CALL
+
+
+@pytest.mark.parametrize("others_ran", [True, False], ids=["threads-ran", "alone"])
+def test_a_short_block_off_the_cpu_is_the_gil_only_if_other_threads_ran(others_ran: bool) -> None:
+    # A 150 ms block the watchdog saw at one sample only, the loop thread neither on a
+    # CPU, nor runnable, nor in a system call: too little to see a blocking call. If
+    # another thread ran Python meanwhile, the loop waited for the GIL; alone, it sat
+    # in a call the sample missed (a lock wait, or a syscall between two samples).
+    from poolscope._core._loop_blocks import Evidence
+
+    ms = 1_000_000
+    clock = _SteppedClock([(0.0, 0.0), (0.0, 0.0)], in_call=False)
+    clock.step()
+    start = time.monotonic_ns()
+    evidence = Evidence(clock, 0, start, 100 * ms)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 0.15
+    done = threading.Event()
+    spinning = threading.Thread(
+        target=_spin_until, args=(deadline if others_ran else 0.0, done), name="spinning"
+    )
+    spinning.start()
+    time.sleep(max(deadline - time.monotonic(), 0.0))
+    clock.step()
+    now = time.monotonic_ns()
+    evidence.observe(now)
+    found = evidence.attributes(start_ns=start, end_ns=now, now=now)
+    done.set()
+    spinning.join()
+    expected = semconv.BLOCK_CAUSE_GIL if others_ran else semconv.BLOCK_CAUSE_CALL
+    assert found[semconv.ATTR_EVENTLOOP_BLOCKED_CAUSE] == expected, found
+    if others_ran:
+        assert found[semconv.ATTR_EVENTLOOP_BLOCKED_BUSY_THREADS] == ["spinning"]
+
+
+def _spin_until(deadline: float, done: threading.Event) -> None:
+    """Run Python until ``deadline``, then stay alive, off the CPU, until ``done``."""
+    while time.monotonic() < deadline:
+        pass
+    done.wait(10)

@@ -221,5 +221,5 @@ def test_worker_threads_running_python_are_gil_contention_not_a_blocked_loop(
             semconv.BLOCK_CAUSE_GIL,
             semconv.BLOCK_CAUSE_CPU_WAIT,
             semconv.BLOCK_CAUSE_GC,
-        ), [(k, v) for k, v in attributes.items() if k != semconv.ATTR_CODE_STACKTRACE]
+        ), str({k: v for k, v in attributes.items() if k != semconv.ATTR_CODE_STACKTRACE})
         assert attributes[semconv.ATTR_EVENTLOOP_BLOCKED_CAUSE] not in semconv.BLOCK_CAUSES_OWN

@@ -38,7 +38,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from .. import semconv
-from .._thresholds import ON_CPU
+from .._thresholds import ON_CPU, OTHER_THREADS_CORES
 from ._cpu import ThreadClock, gc_pauses, thread_cpu
 
 __all__ = [
@@ -311,9 +311,11 @@ class Evidence:
             runnable = max(waited - self.waited, 0.0) / measured
             found[semconv.ATTR_EVENTLOOP_BLOCKED_CPU_WAIT] = round(min(runnable, 1.0) * duration, 4)
         busy = []
+        others = 0.0
         for ident, (name, seconds) in thread_cpu(excluded=self.loop_thread).items():
             before = self.threads.get(ident)
             used = (seconds - (before[1] if before else 0.0)) / measured
+            others += used
             if used >= BUSY_THREAD_SHARE:
                 busy.append((used, name))
         if busy:
@@ -332,7 +334,9 @@ class Evidence:
             cause = semconv.BLOCK_CAUSE_CPU_WAIT
         elif self.known >= MIN_CALL_SAMPLES and self.calls > self.known / 2:
             cause = semconv.BLOCK_CAUSE_CALL
-        elif not gil_free:
+        elif not gil_free or (self.known < MIN_CALL_SAMPLES and others >= OTHER_THREADS_CORES):
+            # the watchdog waited for the GIL too; or too few samples to see a call while
+            # other threads ran Python (a short block sampled by luck of the GIL's hand-overs)
             cause = semconv.BLOCK_CAUSE_GIL
         else:
             cause = semconv.BLOCK_CAUSE_CALL
