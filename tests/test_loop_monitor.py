@@ -94,7 +94,11 @@ def test_a_blocked_loop_is_reported_with_the_blocking_line(telemetry: Telemetry,
 
 
 async def collecting_endpoint(request: Request) -> PlainTextResponse:
-    gc.collect()  # a full collection of the large heap below: the loop stops, nobody's call
+    # two full collections of the large heap below: the loop stops, nobody's call. One
+    # alone (~0.15 s) may begin and end between two of the watchdog's samples, which wait
+    # for the GIL the collection holds; between the two, the watchdog gets its sample.
+    gc.collect()
+    gc.collect()
     return PlainTextResponse("collected")
 
 
