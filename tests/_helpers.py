@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -13,6 +14,16 @@ from poolscope import semconv
 # Six 100 ms tasks on two workers: two start at once, two after one task, two after two.
 GROUND_TRUTH_WAITS_MS = (0, 0, 100, 100, 200, 200)
 GROUND_TRUTH_TOLERANCE_MS = 10
+
+
+def default_executor_limit() -> int:
+    """The workers the loop's default executor gets in this process, as this Python sizes it.
+
+    3.13 counts the CPUs the process may run on (``os.process_cpu_count()``), older
+    versions every CPU of the machine.
+    """
+    cpus = getattr(os, "process_cpu_count", os.cpu_count)()
+    return min(32, (cpus or 1) + 4)
 
 
 def duration_ms(span: ReadableSpan) -> float:

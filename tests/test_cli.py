@@ -32,6 +32,7 @@ from tools.stack import (
     wait_until,
 )
 
+from _helpers import default_executor_limit
 from poolscope import semconv
 
 POOLSCOPE = [sys.executable, "-m", "poolscope"]
@@ -160,7 +161,7 @@ def test_diagnose_names_the_starved_pool_of_a_running_app_and_exits_1(tmp_path: 
     assert [(v["kind"], v["pool"]) for v in found] == [
         ("pool_starvation", semconv.POOL_ASYNCIO_DEFAULT)
     ], result.stdout
-    assert found[0]["limit"] == min(32, (os.cpu_count() or 1) + 4)
+    assert found[0]["limit"] == default_executor_limit()
     assert "[pool_starvation] naive-llm-app/" in result.stdout
     # what held the workers, read from the app's endpoint: the LLM calls of /chat and
     # /search's requests call, named with its server
@@ -285,7 +286,7 @@ def test_top_shows_a_starving_app_live_and_quits_on_ctrl_c(
                 timeout=30,
             )
             bar, busy, limit, pending = row.groups()
-            assert int(limit) == min(32, (os.cpu_count() or 1) + 4)
+            assert int(limit) == default_executor_limit()
             assert int(busy) == int(limit) and len(bar) == 20 and int(pending) > 0
             top.read_until(r"(?s)poolscope top:.*poolscope top:", timeout=10)  # a second frame
             assert "\x1b[2J" in top.text  # redrawn in place, not scrolled

@@ -8,7 +8,6 @@ come from that run's own ``--json`` output.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,12 +27,13 @@ from tools.stack import (
     start_fake_llm,
 )
 
+from _helpers import default_executor_limit
 from poolscope import semconv
 from poolscope._cli._demo._model import SCENARIOS, DemoSettings
 
 pytestmark = pytest.mark.stack
 
-DEFAULT_EXECUTOR_LIMIT = min(32, (os.cpu_count() or 1) + 4)
+DEFAULT_EXECUTOR_LIMIT = default_executor_limit()
 ANYIO_LIMIT = 40
 STEPS = (1, 5, 10, 25, 50, 100)  # the demo's default
 TOP = max(STEPS)

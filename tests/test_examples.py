@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from _helpers import default_executor_limit
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -20,7 +21,7 @@ def test_quickstart_shows_requests_queueing_for_the_default_executor() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    limit = min(32, (os.cpu_count() or 1) + 4)
+    limit = default_executor_limit()
     assert f"asyncio's default executor ({limit} threads)" in result.stdout
     rows = re.findall(r"^request \d+\s+(\d+)\s+(\d+)\s+(\d+)", result.stdout, flags=re.MULTILINE)
     assert len(rows) == 20

@@ -7,7 +7,6 @@ pytest process itself could deadlock, and is not what an app does.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from _helpers import default_executor_limit
 from poolscope import semconv
 
 PROBE = Path(__file__).parent / "apps" / "fork_probe.py"
-DEFAULT_LIMIT = min(32, (os.cpu_count() or 1) + 4)
+DEFAULT_LIMIT = default_executor_limit()
 
 
 @pytest.fixture(scope="module")

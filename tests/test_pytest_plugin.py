@@ -20,8 +20,9 @@ STARVE = """
 import asyncio
 import os
 import time
+from _helpers import default_executor_limit
 
-DEFAULT_LIMIT = min(32, (os.cpu_count() or 1) + 4)
+DEFAULT_LIMIT = default_executor_limit()
 
 
 async def starve(tasks=2 * DEFAULT_LIMIT, seconds=0.1):

@@ -10,7 +10,6 @@ show up as a counter reset in anybody's series.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from tools.stack import (
 from tools.stackgen import alerts
 
 import poolscope
+from _helpers import default_executor_limit
 from poolscope import semconv
 from poolscope._analysis import _promql as p
 from poolscope._analysis import _queries as q
@@ -43,7 +43,7 @@ from poolscope._analysis import _queries as q
 pytestmark = pytest.mark.stack
 
 SERVICE = "naive-llm-app"
-LIMIT = min(32, (os.cpu_count() or 1) + 4)
+LIMIT = default_executor_limit()
 LOAD_SECONDS = 25  # the saturation rule looks at the median of the last minute
 
 

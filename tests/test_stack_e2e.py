@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from tools.stack import (
 )
 from tools.stackgen import alerts, dashboard
 
+from _helpers import default_executor_limit
 from poolscope import semconv
 from poolscope._analysis import _promql as p
 
@@ -55,7 +55,7 @@ pytestmark = pytest.mark.stack
 NAIVE = "naive-llm-app"
 FIXED = "fixed-llm-app"
 LOAD_SECONDS = 50
-DEFAULT_EXECUTOR_LIMIT = min(32, (os.cpu_count() or 1) + 4)
+DEFAULT_EXECUTOR_LIMIT = default_executor_limit()
 LOAD_GENERATOR_CORES = 0.8
 """Above this a (single-threaded) load generator is the limit, not the app."""
 ANYIO_LIMIT = 40
