@@ -29,6 +29,7 @@ __all__ = [
     "ENV_PATHS",
     "ENV_ROOT_SPANS",
     "ENV_RUN_SPANS",
+    "ENV_SDK_DISABLED",
     "ENV_WAIT_SPAN_THRESHOLD_MS",
     "MAX_SPANS_CAP",
     "NOT_GIVEN",
@@ -41,6 +42,7 @@ __all__ = [
     "PATH_STARLETTE",
     "PATH_THREAD_POOL",
     "Settings",
+    "sdk_disabled",
 ]
 
 ENV_WAIT_SPAN_THRESHOLD_MS: Final = "OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS"
@@ -52,6 +54,8 @@ ENV_MAX_POOL_NAMES: Final = "OTEL_POOLSCOPE_MAX_POOL_NAMES"
 ENV_LOOP_MONITOR: Final = "OTEL_POOLSCOPE_LOOP_MONITOR"
 ENV_LOOP_INTERVAL_MS: Final = "OTEL_POOLSCOPE_LOOP_INTERVAL_MS"
 ENV_LOOP_BLOCK_THRESHOLD_MS: Final = "OTEL_POOLSCOPE_LOOP_BLOCK_THRESHOLD_MS"
+ENV_SDK_DISABLED: Final = "OTEL_SDK_DISABLED"
+"""OpenTelemetry's switch for the whole SDK: ``true`` (any case) and poolscope installs nothing."""
 ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 """The GenAI conventions' own switch for prompt/completion capture (off by default)."""
 ENV_CONTENT_MAX_LENGTH: Final = "OTEL_POOLSCOPE_GENAI_CONTENT_MAX_LENGTH"
@@ -83,6 +87,15 @@ DEFAULT_MAX_POOL_NAMES: Final = 200
 _DEFAULT_LOOP_INTERVAL: Final = 0.05
 _DEFAULT_LOOP_BLOCK_THRESHOLD: Final = 0.1
 MAX_SPANS_CAP: Final = 100_000
+
+
+def sdk_disabled(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``OTEL_SDK_DISABLED`` turns telemetry off, read as the SDK reads it.
+
+    The SDK's providers then record nothing; poolscope's patches would cost the
+    app without a figure to show for it, so none are made.
+    """
+    return env.get(ENV_SDK_DISABLED, "").strip().lower() == "true"
 
 
 class _NotGiven:

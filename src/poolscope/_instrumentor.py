@@ -14,8 +14,9 @@ from typing import Any
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from . import _runtime
-from ._config import Settings
+from ._config import ENV_SDK_DISABLED, Settings, sdk_disabled
 from ._errors import ConfigurationError
+from ._safety import logger
 
 __all__ = ["PoolscopeInstrumentor"]
 
@@ -50,6 +51,9 @@ class PoolscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 f"expected one of {sorted(_SETTING_NAMES + _PROVIDER_NAMES)}"
             )
         settings = Settings.resolve(**{k: kwargs[k] for k in _SETTING_NAMES if k in kwargs})
+        if sdk_disabled():
+            logger.info("poolscope: %s=true, so nothing is instrumented", ENV_SDK_DISABLED)
+            return
         tracer_provider = kwargs.get("tracer_provider")
         meter_provider = kwargs.get("meter_provider")
         if tracer_provider is not None and not hasattr(tracer_provider, "get_tracer"):

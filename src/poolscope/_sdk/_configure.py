@@ -14,7 +14,9 @@ Standard variables honoured: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``
 ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``,
 ``OTEL_EXPORTER_OTLP_HEADERS`` (and the other ``OTEL_EXPORTER_OTLP_*`` the
 exporters read), ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``
-(``otlp``, ``console`` or ``none``), ``OTEL_METRIC_EXPORT_INTERVAL``.
+(``otlp``, ``console`` or ``none``), ``OTEL_METRIC_EXPORT_INTERVAL``, and
+``OTEL_SDK_DISABLED``: ``true`` and configure() sets up nothing (after checking
+its arguments) and returns the app as given.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 from .. import semconv
 from .._api import instrument
 from .._asgi._middleware import PoolscopeMiddleware
+from .._config import ENV_SDK_DISABLED, sdk_disabled
 from .._errors import ConfigurationError
 from .._safety import logger
 
 __all__ = [
+    "DEFAULT_METRIC_INTERVAL_MS",
     "ENV_PROMETHEUS_PORT",
     "check_url",
     "configure",
@@ -46,7 +50,9 @@ PROTOCOLS: Final = ("grpc", "http/protobuf")
 EXPORTERS: Final = ("otlp", "console", "none")
 ENV_PROMETHEUS_PORT: Final = "OTEL_POOLSCOPE_PROMETHEUS_PORT"
 ENV_PROMETHEUS_HOST: Final = "OTEL_POOLSCOPE_PROMETHEUS_HOST"
-_DEFAULT_METRIC_INTERVAL_MS: Final = 15_000
+DEFAULT_METRIC_INTERVAL_MS: Final = 15_000
+"""Unless ``OTEL_METRIC_EXPORT_INTERVAL`` says otherwise (the SDK's default is 60 s):
+the dashboards' one-minute rates need a few points per minute."""
 _CONFIGURED_MARK: Final = "_poolscope_configured"
 
 _lock = threading.Lock()
@@ -82,6 +88,9 @@ def configure(
         prometheus_port=prometheus_port,
         prometheus_host=prometheus_host,
     )
+    if sdk_disabled(env):
+        logger.info("poolscope: %s=true, so configure() sets up nothing", ENV_SDK_DISABLED)
+        return app
     with _lock:
         meter_provider = _meter_provider(plan)
         tracer_provider = _tracer_provider(plan, meter_provider)
@@ -166,7 +175,7 @@ class _Plan:
             metrics_exporter=exporters["metrics"],
             prometheus_port=port,
             prometheus_host=host,
-            metric_interval_ms=int(interval) if interval else _DEFAULT_METRIC_INTERVAL_MS,
+            metric_interval_ms=int(interval) if interval else DEFAULT_METRIC_INTERVAL_MS,
         )
 
 
