@@ -188,6 +188,8 @@ def start_jaeger(start: Callable[..., Service]) -> dict[str, int]:
             "POOLSCOPE_JAEGER_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['otlp']}",
             "POOLSCOPE_JAEGER_QUERY_ENDPOINT": f"127.0.0.1:{ports['query']}",
             "POOLSCOPE_JAEGER_QUERY_GRPC_ENDPOINT": f"127.0.0.1:{ports['query_grpc']}",
+            # where compose's Jaeger would send spans of its own: its own receiver
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['otlp']}",
         },
     )
     jaeger.wait_ready(
