@@ -103,6 +103,25 @@ def test_the_collector_config_matches_the_package() -> None:
         semconv.ATTR_EXECUTOR_WORKER_LIMIT,
     } <= dimensions
     assert config["exporters"]["prometheus"]["enable_open_metrics"] is True
+    # every exporter goes somewhere a user reads (no debug copy the log level hides)
+    pipelines = config["service"]["pipelines"]
+    assert set(pipelines["traces"]["exporters"]) == {"otlp_grpc", "span_metrics"}
+    assert set(config["exporters"]) == {"prometheus", "otlp_grpc"}
+
+
+def test_the_collector_readme_names_every_component_it_is_built_with() -> None:
+    readme = (ROOT / "collector" / "README.md").read_text()
+    table = readme.split("| kind |", 1)[1].split("\n\n", 1)[0]
+    manifest = (ROOT / "collector" / "manifest.yaml").read_text()
+    modules = re.findall(
+        r"^\s*- gomod: \S+/(\w+?)(receiver|processor|connector|exporter) v",
+        manifest,
+        flags=re.MULTILINE,
+    )
+    assert modules
+    named = {name.replace("_", "") for name in re.findall(r"`(\w+)`", table)}
+    for module, _kind in modules:
+        assert module in named, (module, table)
 
 
 def test_collector_modules_are_on_one_release_matching_the_compose_image() -> None:
