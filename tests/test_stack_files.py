@@ -207,7 +207,12 @@ def test_compose_binds_to_loopback_pins_images_and_has_no_default_credentials() 
         for port in _published_ports(service):
             assert port.startswith("127.0.0.1:"), (name, port)
         image = service["image"]
-        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+(\.\d+)?(-[\w.]+)?", image), (name, image)
+        if "build" in service:  # built here, on a base pinned to its patch release
+            dockerfile = ROOT / service["build"]["context"] / service["build"]["dockerfile"]
+            [base] = re.findall(r"^FROM (\S+)$", dockerfile.read_text(), flags=re.MULTILINE)
+            assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+(-[\w.-]+)?", base), (name, base)
+        else:
+            assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+(-[\w.]+)?", image), (name, image)
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             assert (ROOT / source).exists(), (name, source)
