@@ -8,6 +8,7 @@ the LLM calls hold, and the slowest waits one click away in the trace store.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -182,7 +183,7 @@ _TABLE_COLUMNS: Final = (
     ("pending", "Peak pending", "short"),
     ("wait", "Wait p95", "s"),
     ("run", "Run p95", "s"),
-    ("rate", "Tasks/s", "ops"),
+    ("rate", "Peak tasks/s", "ops"),
 )
 
 
@@ -230,11 +231,12 @@ def where_requests_wait() -> table.Panel:
         "pending": q.peak_pending(M, RANGE),
         "wait": q.wait_quantile(0.95, M, RANGE),
         "run": q.run_quantile(0.95, M, RANGE),
-        "rate": q.tasks_per_second(M, RANGE),
+        "rate": q.peak_tasks_per_second(M, RATE, RANGE),
     }
     return _figures_table(
         "Where requests wait",
-        "One row per pool and process over the dashboard's time range. A pool whose "
+        "One row per pool and process over the dashboard's time range (peaks are the "
+        "highest moment of the range, tasks/s the busiest rate interval). A pool whose "
         "peak busy reaches its limit, with pending tasks and a wait p95 far above zero, "
         "is where requests queue.",
         {p.SERVICE: "Service", p.INSTANCE: "Instance", p.POOL: "Pool", p.POOL_TYPE: "Type"},
@@ -303,16 +305,26 @@ def pending_tasks() -> timeseries.Panel:
 
 
 def wait_heatmap() -> heatmap.Panel:
+    """One heatmap per pool chosen in Pool: a distribution of one pool's waits, never a sum
+    of pools whose caps and waits differ."""
     return (
         heatmap.Panel()
-        .title("Queue wait (exemplars open the trace)")
+        .title("Queue wait in $pool (exemplars open the trace)")
         .description(
-            "Tasks per second by executor.task.wait.duration bucket. The dots are exemplars: "
-            "click one to open the trace of a task that waited that long."
+            "Tasks per second by executor.task.wait.duration bucket, for one pool (one panel "
+            "per pool chosen in Pool), over the instances chosen in Instance. The dots are "
+            "exemplars: hover one and follow its link to the trace of a task that waited "
+            "that long."
         )
         .datasource(PROMETHEUS)
+        .repeat("pool")
+        .repeat_direction("h")
+        .max_per_row(2)
         .calculate(False)
         .unit("s")
+        .mode(common.TooltipDisplayMode.SINGLE)  # the tooltip: the exemplars' links live there
+        .show_y_histogram()
+        .exemplars_color("rgba(255,0,255,0.7)")
         .with_target(
             prometheus.Dataquery()
             .ref_id("A")
@@ -462,7 +474,11 @@ def slow_waits_tempo() -> table.Panel:
     return (
         table.Panel()
         .title(f"Slowest recent waits (Tempo): executor.wait ≥ {SLOW_WAIT}")
-        .description("TraceQL search of executor.wait spans; click a trace to see its waterfall.")
+        .description(
+            "TraceQL search of executor.wait spans; click a trace to see its waterfall. "
+            "In its own collapsed row, so a Grafana without a Tempo shows no error: "
+            "set POOLSCOPE_TEMPO_URL to your Tempo and open the row (docs/stack.md)."
+        )
         .datasource(TEMPO)
         .with_target(
             tempo.TempoQuery()
@@ -511,6 +527,8 @@ def wait_spans() -> timeseries.Panel:
 
 # --- Dashboard -----------------------------------------------------------------------
 
+TEMPO_ROW: Final = "Slowest waits in Tempo (needs a Tempo datasource)"
+"""Collapsed, so its query runs only when opened: a Grafana without Tempo shows no error."""
 ROWS: Final[tuple[tuple[str, tuple[tuple[Any, int], ...]], ...]] = (
     ("Requests", ((request_rate, 8), (request_latency, 8), (requests_in_flight, 8))),
     ("Fleet", ((fleet_saturation, 24),)),
@@ -538,7 +556,8 @@ ROWS: Final[tuple[tuple[str, tuple[tuple[Any, int], ...]], ...]] = (
             (pinned_workers, 12),
         ),
     ),
-    ("Slowest waits", ((slow_waits_tempo, 12), (slow_waits_jaeger, 12), (wait_spans, 24))),
+    ("Slowest waits", ((slow_waits_jaeger, 12), (wait_spans, 12))),
+    (TEMPO_ROW, ((slow_waits_tempo, 24),)),
 )
 PANEL_HEIGHT: Final = 8
 
@@ -609,17 +628,33 @@ def main_dashboard() -> dash.Dashboard:
     for variable in variables():
         board = board.with_variable(variable)
     y = 0
+    ids = itertools.count(1)  # stable ids: links and provisioning refer to panels by them
     for title, panels in ROWS:
-        board = board.with_row(dash.Row(title).grid_pos(model.GridPos(h=1, w=_WIDTH, x=0, y=y)))
+        collapsed = title == TEMPO_ROW
+        row = (
+            dash.Row(title)
+            .id(next(ids))
+            .collapsed(collapsed)
+            .grid_pos(model.GridPos(h=1, w=_WIDTH, x=0, y=y))
+        )
         y += 1
         x = 0
+        placed = []
         for factory, width in panels:
             if x + width > _WIDTH:
                 x, y = 0, y + PANEL_HEIGHT
-            panel = factory().grid_pos(model.GridPos(h=PANEL_HEIGHT, w=width, x=x, y=y))
-            board = board.with_panel(panel)
+            grid = model.GridPos(h=PANEL_HEIGHT, w=width, x=x, y=y)
+            placed.append(factory().id(next(ids)).grid_pos(grid))
             x += width
         y += PANEL_HEIGHT
+        if collapsed:  # a collapsed row holds its panels itself
+            for panel in placed:
+                row = row.with_panel(panel)
+            board = board.with_row(row)
+        else:
+            board = board.with_row(row)
+            for panel in placed:
+                board = board.with_panel(panel)
     return board
 
 

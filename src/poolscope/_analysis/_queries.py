@@ -41,6 +41,7 @@ __all__ = [
     "loop_utilization",
     "peak_busy",
     "peak_pending",
+    "peak_tasks_per_second",
     "pending",
     "process_cpu_cores",
     "processes",
@@ -163,6 +164,12 @@ def run_quantile(q: float, m: Matchers, window: str) -> str:
 
 def tasks_per_second(m: Matchers, window: str) -> str:
     return f"sum {POOL_BY} (rate({p.selector(f'{p.WAIT}_count', **m)}[{window}]))"
+
+
+def peak_tasks_per_second(m: Matchers, window: str, over: str) -> str:
+    """The highest ``window`` rate of tasks during ``over``: a burst of load is not averaged
+    away over a long range (15.9/s under load read 1.0/s as the mean of 30 minutes)."""
+    return f"max_over_time(({tasks_per_second(m, window)})[{over}:])"
 
 
 def tasks(m: Matchers, window: str) -> str:
