@@ -51,9 +51,6 @@ class PoolscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 f"expected one of {sorted(_SETTING_NAMES + _PROVIDER_NAMES)}"
             )
         settings = Settings.resolve(**{k: kwargs[k] for k in _SETTING_NAMES if k in kwargs})
-        if sdk_disabled():
-            logger.info("poolscope: %s=true, so nothing is instrumented", ENV_SDK_DISABLED)
-            return
         tracer_provider = kwargs.get("tracer_provider")
         meter_provider = kwargs.get("meter_provider")
         if tracer_provider is not None and not hasattr(tracer_provider, "get_tracer"):
@@ -64,6 +61,9 @@ class PoolscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             raise ConfigurationError(
                 f"meter_provider must be an OpenTelemetry MeterProvider, got {meter_provider!r}"
             )
+        if sdk_disabled():  # checked after the arguments: a typo still fails now
+            logger.info("poolscope: %s=true, so nothing is instrumented", ENV_SDK_DISABLED)
+            return
         _runtime.activate(settings, tracer_provider, meter_provider)
 
     def _uninstrument(self, **kwargs: Any) -> None:
