@@ -5,7 +5,7 @@
 * 3.12 added eager tasks (``asyncio.eager_task_factory``): a task's first step
   runs inside ``create_task``, in its creator's callback;
 * ``asyncio.timeout`` and ``asyncio.TaskGroup`` (3.11) cancel tasks whose
-  offloads may still be queued, and 3.12 changed how they count cancellations.
+  offloads may still be queued, each version by its own cancellation code.
 
 ``./scripts/test`` runs this file, with the unit and server tiers, on every
 version ``pyproject.toml`` claims.
