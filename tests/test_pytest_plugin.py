@@ -20,9 +20,9 @@ STARVE = """
 import asyncio
 import os
 import time
-from _helpers import default_executor_limit
 
-DEFAULT_LIMIT = default_executor_limit()
+# as asyncio sizes its default executor (Python 3.13 counts the CPUs this process may use)
+DEFAULT_LIMIT = min(32, (getattr(os, "process_cpu_count", os.cpu_count)() or 1) + 4)
 
 
 async def starve(tasks=2 * DEFAULT_LIMIT, seconds=0.1):
