@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
 import socket
 import statistics
 import subprocess
@@ -23,9 +21,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _wrk import require_wrk, wrk
+
 HERE = Path(__file__).resolve().parent
 CONFIGS = ("bare", "otel", "poolscope", "poolscope-no-run-spans", "poolscope-no-loop-monitor")
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
 def _free_port() -> int:
@@ -63,26 +62,6 @@ def _serve(config: str, port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.1)
 
 
-def _wrk(url: str, duration: int, connections: int) -> tuple[float, float]:
-    """(requests per second, p99 latency in seconds) of one wrk run."""
-    output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rate_match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    p99_match = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-    if rate_match is None or p99_match is None:
-        raise SystemExit(f"unexpected wrk output:\n{output}")
-    rate = float(rate_match.group(1))
-    value, unit = p99_match.groups()
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if errors:
-        raise SystemExit(f"{url}: {errors.group(1)} failed responses")
-    return rate, float(value) * _UNITS[unit]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -90,8 +69,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--paths", nargs="+", default=["/offload", "/sync", "/async"])
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    require_wrk()
 
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(args.rounds):
@@ -101,10 +79,9 @@ def main() -> None:
             try:
                 for path in args.paths:
                     url = f"http://127.0.0.1:{port}{path}"
-                    _wrk(url, 2, args.connections)  # warm-up
-                    results.setdefault((path, config), []).append(
-                        _wrk(url, args.duration, args.connections)
-                    )
+                    wrk(url, 2, args.connections)  # warm-up
+                    run = wrk(url, args.duration, args.connections)
+                    results.setdefault((path, config), []).append((run.rate, run.p99))
             finally:
                 server.terminate()
                 server.wait(30)
@@ -114,16 +91,25 @@ def main() -> None:
         f"median of {args.rounds} rounds"
     )
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
-    print("| endpoint | configuration | requests/s | p99 ms | req/s vs otel | p99 vs otel |")
+    print(
+        "| endpoint | configuration | requests/s | p99 ms "
+        "| req/s vs otel, per round (lowest to highest) | p99 vs otel |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     for path in args.paths:
-        otel_rate = statistics.median(r[0] for r in results[(path, "otel")])
-        otel_p99 = statistics.median(r[1] for r in results[(path, "otel")])
+        otel = results[(path, "otel")]
+        otel_p99 = statistics.median(r[1] for r in otel)
         for config in CONFIGS:
-            rate = statistics.median(r[0] for r in results[(path, config)])
-            p99 = statistics.median(r[1] for r in results[(path, config)])
-            ratios = f"{rate / otel_rate:.2f} | {p99 / otel_p99:.2f}"
-            print(f"| `{path}` | {config} | {rate:.0f} | {p99 * 1000:.1f} | {ratios} |")
+            runs = results[(path, config)]
+            rate = statistics.median(r[0] for r in runs)
+            p99 = statistics.median(r[1] for r in runs)
+            # each round against OpenTelemetry alone in the same round
+            ratios = [r[0] / o[0] for r, o in zip(runs, otel, strict=True)]
+            spread = f"{statistics.median(ratios):.2f} ({min(ratios):.2f} to {max(ratios):.2f})"
+            print(
+                f"| `{path}` | {config} | {rate:.0f} | {p99 * 1000:.1f} | {spread} "
+                f"| {p99 / otel_p99:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ def noop() -> None:
     return None
 
 
-def _setup(config: str) -> Any:
-    """Instrument for ``config``; return a tracer for the parent span (None: no tracing)."""
+def setup(config: str) -> Any:
+    """Instrument for ``config``; return its tracer provider (None: no tracing)."""
     if config == "bare":
         return None
     tracer_provider, meter_provider = batch_providers()
@@ -51,7 +51,7 @@ def _setup(config: str) -> Any:
         import poolscope
 
         poolscope.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
-        return tracer_provider.get_tracer("bench")
+        return tracer_provider
     if config == "otel-asyncio":
         os.environ["OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE"] = noop.__name__
         from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor
@@ -59,7 +59,7 @@ def _setup(config: str) -> Any:
         AsyncioInstrumentor().instrument(
             tracer_provider=tracer_provider, meter_provider=meter_provider
         )
-        return tracer_provider.get_tracer("bench")
+        return tracer_provider
     raise SystemExit(f"unknown config {config!r}; expected one of {CONFIGS}")
 
 
@@ -76,7 +76,8 @@ def _measure(config: str, path: str, calls: int) -> tuple[float, float]:
     import asyncio
     import contextlib
 
-    tracer = _setup(config)
+    tracer_provider = setup(config)
+    tracer = tracer_provider.get_tracer("bench") if tracer_provider else None
 
     def parent() -> Any:
         # Inside a request span, as in a traced app.
@@ -138,26 +139,36 @@ def main() -> None:
                     continue  # it does not instrument executors
                 results.setdefault((config, path), []).append(_round(config, path, args.calls))
 
-    print(f"{args.calls} sequential offloads per round, median of {args.rounds} rounds")
+    print(
+        f"{args.calls} sequential offloads per round, {args.rounds} rounds, "
+        "median (lowest to highest)"
+    )
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
     print(
-        "| path | configuration | wall µs/offload | added vs bare | ratio vs bare "
-        "| ratio vs otel-asyncio | CPU µs/offload (all threads) | CPU added vs bare |"
+        "| path | configuration | wall µs/offload | added vs bare | ratio vs otel-asyncio "
+        "| CPU µs/offload (all threads) | CPU added vs bare |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for path in PATHS:
-        bare_wall, bare_cpu = _medians(results[("bare", path)])
+        bare = results[("bare", path)]
         otel = results.get(("otel-asyncio", path))
-        otel_wall = _medians(otel)[0] if otel else None
         for config in CONFIGS:
-            if (config, path) not in results:
+            runs = results.get((config, path))
+            if runs is None:
                 continue
-            wall, cpu = _medians(results[(config, path)])
-            versus_otel = f"{wall / otel_wall:.2f}" if otel_wall else "n/a"
+            # each round against the baselines measured in the same round
+            added = [(r[0] - b[0]) * 1e6 for r, b in zip(runs, bare, strict=True)]
+            cpu_added = [(r[1] - b[1]) * 1e6 for r, b in zip(runs, bare, strict=True)]
+            versus_otel = (
+                _spread([r[0] / o[0] for r, o in zip(runs, otel, strict=True)], "{:.2f}")
+                if otel
+                else "n/a"
+            )
             print(
-                f"| `{path}` | {config} | {wall * 1e6:.1f} | {(wall - bare_wall) * 1e6:+.1f} "
-                f"| {wall / bare_wall:.2f} | {versus_otel} | {cpu * 1e6:.1f} "
-                f"| {(cpu - bare_cpu) * 1e6:+.1f} |"
+                f"| `{path}` | {config} | {_spread([r[0] * 1e6 for r in runs], '{:.1f}')} "
+                f"| {_spread(added, '{:+.1f}')} | {versus_otel} "
+                f"| {_spread([r[1] * 1e6 for r in runs], '{:.1f}')} "
+                f"| {_spread(cpu_added, '{:+.1f}')} |"
             )
     record_us = _sdk_record_cost() * 1e6
     print(
@@ -180,8 +191,10 @@ def _sdk_record_cost() -> float:
     )
 
 
-def _medians(rounds: list[tuple[float, float]]) -> tuple[float, float]:
-    return statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds)
+def _spread(values: list[float], form: str) -> str:
+    """Median (lowest to highest)."""
+    low, mid, high = (form.format(v) for v in (min(values), statistics.median(values), max(values)))
+    return f"{mid} ({low} to {high})"
 
 
 if __name__ == "__main__":
