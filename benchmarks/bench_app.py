@@ -37,10 +37,12 @@ sys.path[:0] = [str(HERE.parent)]
 from tools import stack  # noqa: E402
 
 from _example_under_bench import CONFIGS  # noqa: E402
+from _spread import spread  # noqa: E402
 from _wrk import require_wrk, wrk  # noqa: E402
 
 APPS = ("fixed_app", "naive_app")
 BASELINE = "otel"
+THOUSANDTHS = "{:.3f}"
 BUSY_MACHINE = 0.8
 """Fraction of the machine's cores in use above which a run says the machine, not
 the app, may have been the limit."""
@@ -160,10 +162,6 @@ def _one_run(
     return Run(result.requests, result.rate, result.p99, app_cpu, others_cpu, cores, seconds)
 
 
-def _spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} ({min(values):.3f} to {max(values):.3f})"
-
-
 def _report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace) -> None:
     cores = os.cpu_count() or 1
     print(
@@ -187,7 +185,8 @@ def _report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace)
             machine = max(r.machine_cores for r in runs)
             busiest = max(busiest, machine)
             print(
-                f"| {app} | {config} | {_spread(per_request)} | {_spread(ratios)} "
+                f"| {app} | {config} | {spread(per_request, THOUSANDTHS)} "
+                f"| {spread(ratios, THOUSANDTHS)} "
                 f"| {statistics.median(r.rate for r in runs):.1f} "
                 f"| {statistics.median(r.p99 for r in runs) * 1e3:.1f} | {machine:.2f} |"
             )

@@ -21,6 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _spread import spread
 from _wrk import require_wrk, wrk
 
 HERE = Path(__file__).resolve().parent
@@ -105,9 +106,8 @@ def main() -> None:
             p99 = statistics.median(r[1] for r in runs)
             # each round against OpenTelemetry alone in the same round
             ratios = [r[0] / o[0] for r, o in zip(runs, otel, strict=True)]
-            spread = f"{statistics.median(ratios):.2f} ({min(ratios):.2f} to {max(ratios):.2f})"
             print(
-                f"| `{path}` | {config} | {rate:.0f} | {p99 * 1000:.1f} | {spread} "
+                f"| `{path}` | {config} | {rate:.0f} | {p99 * 1000:.1f} | {spread(ratios)} "
                 f"| {p99 / otel_p99:.2f} |"
             )
 

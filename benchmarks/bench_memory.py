@@ -26,13 +26,10 @@ import subprocess
 import sys
 from typing import Any
 
-from bench_offload import setup
+from _spread import spread
+from bench_offload import noop, setup
 
 CONFIGS = ("bare", "poolscope-metrics", "poolscope-spans")  # of bench_offload.setup's
-
-
-def noop() -> None:
-    return None
 
 
 def _rss_bytes() -> int:
@@ -118,9 +115,7 @@ def main() -> None:
         blocks = [r["blocks"] for r in rounds]
         total = statistics.median(r["total_rss"] for r in rounds) / 2**20
         print(
-            f"| {config} | {statistics.median(rss):+.0f} ({min(rss):+.0f} to {max(rss):+.0f}) "
-            f"| {statistics.median(blocks):+.0f} ({min(blocks):+d} to {max(blocks):+d}) "
-            f"| {total:.1f} |"
+            f"| {config} | {spread(rss, '{:+.0f}')} | {spread(blocks, '{:+.0f}')} | {total:.1f} |"
         )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from _providers import batch_providers
+from _spread import spread
 
 CONFIGS = ("bare", "poolscope-metrics", "poolscope-spans", "otel-asyncio")
 PATHS = ("to_thread", "submit")
@@ -160,15 +160,15 @@ def main() -> None:
             added = [(r[0] - b[0]) * 1e6 for r, b in zip(runs, bare, strict=True)]
             cpu_added = [(r[1] - b[1]) * 1e6 for r, b in zip(runs, bare, strict=True)]
             versus_otel = (
-                _spread([r[0] / o[0] for r, o in zip(runs, otel, strict=True)], "{:.2f}")
+                spread([r[0] / o[0] for r, o in zip(runs, otel, strict=True)], "{:.2f}")
                 if otel
                 else "n/a"
             )
             print(
-                f"| `{path}` | {config} | {_spread([r[0] * 1e6 for r in runs], '{:.1f}')} "
-                f"| {_spread(added, '{:+.1f}')} | {versus_otel} "
-                f"| {_spread([r[1] * 1e6 for r in runs], '{:.1f}')} "
-                f"| {_spread(cpu_added, '{:+.1f}')} |"
+                f"| `{path}` | {config} | {spread([r[0] * 1e6 for r in runs], '{:.1f}')} "
+                f"| {spread(added, '{:+.1f}')} | {versus_otel} "
+                f"| {spread([r[1] * 1e6 for r in runs], '{:.1f}')} "
+                f"| {spread(cpu_added, '{:+.1f}')} |"
             )
     record_us = _sdk_record_cost() * 1e6
     print(
@@ -189,12 +189,6 @@ def _sdk_record_cost() -> float:
         min(timeit.repeat(lambda: histogram.record(0.001, attributes), number=calls, repeat=3))
         / calls
     )
-
-
-def _spread(values: list[float], form: str) -> str:
-    """Median (lowest to highest)."""
-    low, mid, high = (form.format(v) for v in (min(values), statistics.median(values), max(values)))
-    return f"{mid} ({low} to {high})"
 
 
 if __name__ == "__main__":
