@@ -1,6 +1,10 @@
 """Cost per offload: bare, poolscope metrics-only, poolscope with spans, and
 opentelemetry-instrumentation-asyncio's ``to_thread`` span, in one run.
 
+poolscope records into providers built as ``poolscope.configure()`` builds
+them (its own histograms); ``poolscope-metrics-sdk`` into a meter provider the
+app made, where the SDK aggregates poolscope's histograms.
+
 Each configuration runs in its own fresh interpreter (instrumentations patch
 process-wide state), the rounds of all configurations are interleaved so that
 machine noise hits them alike, and the median round is reported. The workload
@@ -26,10 +30,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from _providers import batch_providers
+from _providers import batch_providers, configured_providers
 from _spread import spread
 
-CONFIGS = ("bare", "poolscope-metrics", "poolscope-spans", "otel-asyncio")
+CONFIGS = ("bare", "poolscope-metrics", "poolscope-spans", "poolscope-metrics-sdk", "otel-asyncio")
 PATHS = ("to_thread", "submit")
 
 
@@ -41,17 +45,21 @@ def setup(config: str) -> Any:
     """Instrument for ``config``; return its tracer provider (None: no tracing)."""
     if config == "bare":
         return None
-    tracer_provider, meter_provider = batch_providers()
-    if config == "poolscope-metrics":
+    if config == "poolscope-metrics-sdk":
         import poolscope
 
-        poolscope.instrument(meter_provider=meter_provider)
+        poolscope.instrument(meter_provider=batch_providers()[1])
         return None
-    if config == "poolscope-spans":
+    if config in ("poolscope-metrics", "poolscope-spans"):
         import poolscope
 
+        tracer_provider, meter_provider = configured_providers()
+        if config == "poolscope-metrics":
+            poolscope.instrument(meter_provider=meter_provider)
+            return None
         poolscope.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
         return tracer_provider
+    tracer_provider, meter_provider = batch_providers()
     if config == "otel-asyncio":
         os.environ["OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE"] = noop.__name__
         from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor
@@ -170,19 +178,27 @@ def main() -> None:
                 f"| {spread([r[1] * 1e6 for r in runs], '{:.1f}')} "
                 f"| {spread(cpu_added, '{:+.1f}')} |"
             )
-    record_us = _sdk_record_cost() * 1e6
+    sdk_us, own_us = (_record_cost(providers) * 1e6 for providers in _RECORDERS)
     print(
-        f"\nFor scale: one OpenTelemetry SDK Histogram.record costs {record_us:.1f} µs here; "
-        "poolscope makes two per task (wait, run), three per awaited offload (and resume)."
+        f"\nFor scale: one OpenTelemetry SDK Histogram.record costs {sdk_us:.1f} µs here, "
+        f"one record into poolscope's own histograms {own_us:.1f} µs; poolscope makes "
+        "two per task (wait, run), three per awaited offload (and resume)."
     )
 
 
-def _sdk_record_cost() -> float:
-    """Seconds per SDK ``Histogram.record`` with poolscope's attributes, for scale."""
+_RECORDERS = (batch_providers, configured_providers)
+
+
+def _record_cost(providers: Any) -> float:
+    """Seconds per histogram record with poolscope's attributes, into the wait
+    histogram of the meter provider ``providers()`` makes, for scale."""
     import timeit
 
-    _, meter_provider = batch_providers()
-    histogram = meter_provider.get_meter("bench").create_histogram("scale", unit="s")
+    from poolscope._config import Settings
+    from poolscope._core._telemetry import Telemetry
+
+    _, meter_provider = providers()
+    histogram = Telemetry(Settings(), meter_provider=meter_provider).wait
     attributes = {"executor.name": "asyncio.default", "executor.type": "thread_pool"}
     calls = 100_000
     return (

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from _providers import batch_providers
+from _providers import batch_providers, configured_providers
 
 CALLS = 20_000
 REPEATS = 7
@@ -37,6 +37,7 @@ def _best(part: Callable[[], Any], setup: Callable[[], Any]) -> float:
 def main() -> None:
     import poolscope
     from poolscope._core import _recorder, _state, _task
+    from poolscope._core._telemetry import Telemetry
     from poolscope._paths._thread_pool import register_executor
 
     tracer_provider, meter_provider = batch_providers()
@@ -50,16 +51,22 @@ def main() -> None:
     tracer = tracer_provider.get_tracer("bench")
     in_context = functools.partial(contextvars.copy_context().run, noop)
     task = _task.Task(pool, telemetry, noop)
+    # The same settings, recording into a meter provider as configure() makes it.
+    configured = Telemetry(telemetry.settings, meter_provider=configured_providers()[1])
 
-    def life() -> None:
+    def life(into: Telemetry = telemetry) -> None:
         """What a task does besides running: created, started, ended, resumed."""
-        cycle = _task.Task(pool, telemetry, noop)
+        cycle = _task.Task(pool, into, noop)
         token = cycle.start()
         cycle.finish(token, None)
         cycle.resumed()
 
     def life_and_replay() -> None:
         life()
+        _recorder.drain()
+
+    def life_and_own_histograms() -> None:
+        life(configured)
         _recorder.drain()
 
     def span() -> None:
@@ -75,8 +82,16 @@ def main() -> None:
         ("poolscope: create, start, finish, resume (3 records queued)", life),
         ("the same, and the 3 records replayed into the SDK", life_and_replay),
         (
+            "the same, the 3 records into poolscope's own histograms (configure()'s provider)",
+            life_and_own_histograms,
+        ),
+        (
             "SDK: one Histogram.record, poolscope's attributes",
             lambda: histogram.record(0.001, attributes),
+        ),
+        (
+            "poolscope's own histogram: one record, the same attributes",
+            lambda: configured.wait.record(0.001, attributes),
         ),
         ("SDK: one span with 3 attributes, started and ended", span),
     ]

@@ -119,6 +119,11 @@ BAD_SETTINGS = [
         "OTEL_POOLSCOPE_PROMETHEUS_PORT must be a port",
     ),
     ("", {"OTEL_METRIC_EXPORT_INTERVAL": "soon"}, "OTEL_METRIC_EXPORT_INTERVAL must be"),
+    (
+        "",
+        {"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"},
+        "OTEL_METRICS_EXEMPLAR_FILTER: expected one of ['trace_based', 'always_on', 'always_off']",
+    ),
     ("wait_span_threshold=-2", {}, "wait_span_threshold must be a number of seconds"),
     ('service_name=""', {}, "service_name must be a non-empty string"),
     ("app=42", {}, "app must be an ASGI application"),

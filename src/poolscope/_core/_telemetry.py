@@ -20,13 +20,15 @@ from .. import semconv
 from .._config import Settings
 from .._version import __version__
 from ._cpu import process_cpu
+from ._histograms import HistogramSet, for_provider
 from ._loop_clock import totals as loop_totals
 from ._pools import snapshot_all
-from ._recorder import drain
+from ._recorder import Recordable, drain
 
-__all__ = ["Instruments", "Telemetry", "context_inside", "exported_by"]
+__all__ = ["SCOPE", "Instruments", "Telemetry", "context_inside", "exported_by"]
 
-_SCOPE = "poolscope"
+SCOPE: Final = "poolscope"
+"""The instrumentation scope of every span and instrument poolscope makes."""
 
 
 def exported_by(span: trace.Span, provider: trace.TracerProvider | None) -> bool:
@@ -58,40 +60,57 @@ def context_inside(span: trace.Span, parent: Context | None) -> Context:
 
 
 class Instruments:
-    """The instruments of one meter provider (created once, reused across cycles)."""
+    """The instruments of one meter provider (created once, reused across cycles).
 
-    def __init__(self, meter: metrics.Meter) -> None:
-        buckets = list(semconv.DURATION_BUCKETS)
-        self.wait = meter.create_histogram(
+    The duration histograms are poolscope's own where the provider has a
+    :class:`~._histograms.HistogramSet` (the providers ``configure()`` makes),
+    the SDK's otherwise; the GenAI histograms are always the SDK's.
+    """
+
+    def __init__(self, meter: metrics.Meter, histograms: HistogramSet | None = None) -> None:
+        def histogram(name: str, description: str, bounds: tuple[float, ...]) -> Recordable:
+            if histograms is not None:
+                return histograms.histogram(
+                    name, unit=semconv.UNIT_SECONDS, description=description, bounds=bounds
+                )
+            return meter.create_histogram(
+                name,
+                unit=semconv.UNIT_SECONDS,
+                description=description,
+                explicit_bucket_boundaries_advisory=list(bounds),
+            )
+
+        buckets = semconv.DURATION_BUCKETS
+        self.wait = histogram(
             semconv.METRIC_TASK_WAIT_DURATION,
-            unit=semconv.UNIT_SECONDS,
-            description="Time a task waited for a worker, from submit to start.",
-            explicit_bucket_boundaries_advisory=buckets,
+            "Time a task waited for a worker, from submit to start.",
+            buckets,
         )
-        self.run = meter.create_histogram(
+        self.run = histogram(
             semconv.METRIC_TASK_RUN_DURATION,
-            unit=semconv.UNIT_SECONDS,
-            description="Time a task ran on a worker, from start to end.",
-            explicit_bucket_boundaries_advisory=buckets,
+            "Time a task ran on a worker, from start to end.",
+            buckets,
         )
-        loop_buckets = list(semconv.LAG_BUCKETS)
-        self.resume = meter.create_histogram(
+        self.io = histogram(
+            semconv.METRIC_EXECUTOR_IO_DURATION,
+            "Blocking HTTP calls made on a pool's worker.",
+            buckets,
+        )
+        loop_buckets = semconv.LAG_BUCKETS
+        self.resume = histogram(
             semconv.METRIC_TASK_RESUME_DURATION,
-            unit=semconv.UNIT_SECONDS,
-            description="Time from a task's end until the awaiting coroutine ran again.",
-            explicit_bucket_boundaries_advisory=loop_buckets,
+            "Time from a task's end until the awaiting coroutine ran again.",
+            loop_buckets,
         )
-        self.lag = meter.create_histogram(
+        self.lag = histogram(
             semconv.METRIC_EVENTLOOP_LAG,
-            unit=semconv.UNIT_SECONDS,
-            description="How late the event loop ran a callback scheduled for a given time.",
-            explicit_bucket_boundaries_advisory=loop_buckets,
+            "How late the event loop ran a callback scheduled for a given time.",
+            loop_buckets,
         )
-        self.block = meter.create_histogram(
+        self.block = histogram(
             semconv.METRIC_EVENTLOOP_BLOCK_DURATION,
-            unit=semconv.UNIT_SECONDS,
-            description="Callbacks that held the event loop past the block threshold, by line.",
-            explicit_bucket_boundaries_advisory=loop_buckets,
+            "Callbacks that held the event loop past the block threshold, by line.",
+            loop_buckets,
         )
         meter.create_observable_counter(
             semconv.METRIC_EVENTLOOP_TIME,
@@ -129,12 +148,6 @@ class Instruments:
             unit=semconv.UNIT_SECONDS,
             description="Time until the first chunk of a streamed response arrived.",
             explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_DURATION_BUCKETS),
-        )
-        self.io = meter.create_histogram(
-            semconv.METRIC_EXECUTOR_IO_DURATION,
-            unit=semconv.UNIT_SECONDS,
-            description="Blocking HTTP calls made on a pool's worker.",
-            explicit_bucket_boundaries_advisory=buckets,
         )
         meter.create_observable_up_down_counter(
             semconv.METRIC_WORKER_COUNT,
@@ -230,8 +243,8 @@ def _instruments_for(meter_provider: metrics.MeterProvider | None) -> Instrument
     with _instruments_lock:
         found = _instruments_by_provider.get(provider)
         if found is None:
-            meter = metrics.get_meter(_SCOPE, __version__, provider)
-            found = _instruments_by_provider[provider] = Instruments(meter)
+            meter = metrics.get_meter(SCOPE, __version__, provider)
+            found = _instruments_by_provider[provider] = Instruments(meter, for_provider(provider))
         return found
 
 
@@ -265,7 +278,7 @@ class Telemetry:
         self.root_spans = settings.root_spans
         self.tracer_provider = tracer_provider
         """None: the global one, whichever it is when asked."""
-        self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider)
+        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
         histograms = self.histograms = _instruments_for(meter_provider)
         self.wait = histograms.wait
         self.run = histograms.run

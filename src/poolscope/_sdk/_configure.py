@@ -48,6 +48,13 @@ __all__ = [
 
 PROTOCOLS: Final = ("grpc", "http/protobuf")
 EXPORTERS: Final = ("otlp", "console", "none")
+ENV_EXEMPLAR_FILTER: Final = "OTEL_METRICS_EXEMPLAR_FILTER"
+EXEMPLAR_FILTERS: Final = {
+    "trace_based": "TraceBasedExemplarFilter",
+    "always_on": "AlwaysOnExemplarFilter",
+    "always_off": "AlwaysOffExemplarFilter",
+}
+"""``OTEL_METRICS_EXEMPLAR_FILTER``'s values, and their classes in ``opentelemetry.sdk.metrics``."""
 ENV_PROMETHEUS_PORT: Final = "OTEL_POOLSCOPE_PROMETHEUS_PORT"
 ENV_PROMETHEUS_HOST: Final = "OTEL_POOLSCOPE_PROMETHEUS_HOST"
 DEFAULT_METRIC_INTERVAL_MS: Final = 15_000
@@ -116,6 +123,7 @@ class _Plan:
         self.prometheus_port: int | None = values["prometheus_port"]
         self.prometheus_host: str = values["prometheus_host"]
         self.metric_interval_ms: int = values["metric_interval_ms"]
+        self.exemplar_filter: str = values["exemplar_filter"]
         self._resource: Any = None
 
     def resource(self) -> Any:
@@ -165,6 +173,12 @@ class _Plan:
                 "OTEL_METRIC_EXPORT_INTERVAL must be a positive number of milliseconds, "
                 f"got {interval!r}"
             )
+        exemplar_filter = env.get(ENV_EXEMPLAR_FILTER, "").strip().lower() or "trace_based"
+        if exemplar_filter not in EXEMPLAR_FILTERS:
+            raise ConfigurationError(
+                f"{ENV_EXEMPLAR_FILTER}: expected one of {list(EXEMPLAR_FILTERS)}, "
+                f"got {env[ENV_EXEMPLAR_FILTER]!r}"
+            )
         if exporters["traces"] != "none":
             _check_batch_settings(env)
         return cls(
@@ -176,6 +190,7 @@ class _Plan:
             prometheus_port=port,
             prometheus_host=host,
             metric_interval_ms=int(interval) if interval else DEFAULT_METRIC_INTERVAL_MS,
+            exemplar_filter=exemplar_filter,
         )
 
 
@@ -368,11 +383,9 @@ def _meter_provider(plan: _Plan) -> Any:
             logger.info("poolscope: keeping the meter provider the application set")
         return current
     _sdk()
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import (
-        ConsoleMetricExporter,
-        PeriodicExportingMetricReader,
-    )
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+    from . import _readers
 
     readers: list[Any] = []
     if plan.metrics_exporter != "none":
@@ -381,15 +394,25 @@ def _meter_provider(plan: _Plan) -> Any:
             if plan.metrics_exporter == "otlp"
             else ConsoleMetricExporter()
         )
-        readers.append(
-            PeriodicExportingMetricReader(exporter, export_interval_millis=plan.metric_interval_ms)
-        )
+        readers.append(_readers.periodic_reader(exporter, plan.metric_interval_ms))
     if plan.prometheus_port is not None:
         readers.append(_prometheus_reader(plan))
-    provider = MeterProvider(resource=plan.resource(), metric_readers=readers, views=_views())
+    provider = _readers.meter_provider(
+        readers,
+        _exemplar_filter(plan.exemplar_filter),
+        resource=plan.resource(),
+        views=_views(),
+    )
     metrics.set_meter_provider(provider)
     _ours["meter_provider"] = provider
     return provider
+
+
+def _exemplar_filter(name: str) -> Any:
+    """One filter for the SDK's instruments and poolscope's own histograms."""
+    from opentelemetry.sdk import metrics as sdk_metrics
+
+    return getattr(sdk_metrics, EXEMPLAR_FILTERS[name])()
 
 
 def _views() -> list[Any]:
@@ -465,13 +488,15 @@ def _otlp_exporter(signal: str, plan: _Plan) -> Any:
 
 def _prometheus_reader(plan: _Plan) -> Any:
     try:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        import opentelemetry.exporter.prometheus  # noqa: F401
         from prometheus_client import start_http_server
     except ImportError:
         raise ConfigurationError(
             "prometheus_port needs the Prometheus exporter: pip install 'poolscope[prometheus]'"
         ) from None
-    reader = PrometheusMetricReader()
+    from ._readers import prometheus_reader
+
+    reader = prometheus_reader()
     try:
         start_http_server(plan.prometheus_port or 0, addr=plan.prometheus_host)
     except OSError as error:
