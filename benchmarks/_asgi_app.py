@@ -5,8 +5,9 @@ poolscope setup (executor instrumentation, loop monitor, PoolscopeMiddleware).
 poolscope-no-run-spans: the same with ``run_spans=False`` (wait spans, metrics
 and the roll-up stay). poolscope-no-loop-monitor: full poolscope without the
 event-loop signals (lag, utilization, blocks): what those cost per request.
-Both instrumented configurations use the same SDK providers, exporting to
-exporters that discard, so the figures are the instrumentation's own cost.
+Both instrumented configurations use the same SDK providers, built as
+``poolscope.configure()`` builds them, exporting to exporters that discard, so
+the figures are the instrumentation's own cost.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -38,35 +38,11 @@ async def plain(request: Request) -> PlainTextResponse:
 
 
 def _providers() -> tuple[Any, Any]:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import (
-        MetricExporter,
-        MetricExportResult,
-        PeriodicExportingMetricReader,
-    )
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    # As poolscope.configure() makes them (OpenTelemetry's own request histogram
+    # goes through the SDK in both), exporting metrics every 15 s, to nowhere.
+    from _providers import configured_providers
 
-    class DiscardSpans(SpanExporter):
-        def export(self, spans: Sequence[Any]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    class DiscardMetrics(MetricExporter):
-        def export(
-            self, metrics_data: Any, timeout_millis: float = 0, **kwargs: Any
-        ) -> MetricExportResult:
-            return MetricExportResult.SUCCESS
-
-        def force_flush(self, timeout_millis: float = 0) -> bool:
-            return True
-
-        def shutdown(self, timeout_millis: float = 0, **kwargs: Any) -> None:
-            return None
-
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(DiscardSpans()))
-    reader = PeriodicExportingMetricReader(DiscardMetrics(), export_interval_millis=15_000)
-    return tracer_provider, MeterProvider(metric_readers=[reader])
+    return configured_providers(interval_ms=15_000)
 
 
 def build() -> Any:

@@ -25,10 +25,11 @@ def batch_providers() -> tuple[Any, Any]:
     return tracer_provider, meter_provider
 
 
-def configured_providers() -> tuple[Any, Any]:
+def configured_providers(interval_ms: int = 3_600_000) -> tuple[Any, Any]:
     """``batch_providers()``, with the meter provider built as ``poolscope.configure()``
     builds it: its views, its exemplar filter, poolscope's own histograms, and a
-    periodic reader exporting to nowhere once an hour (never within a round)."""
+    periodic reader exporting to nowhere every ``interval_ms`` (by default once an
+    hour: never within a round)."""
     from opentelemetry.sdk.metrics import TraceBasedExemplarFilter
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 
@@ -45,7 +46,7 @@ def configured_providers() -> tuple[Any, Any]:
             return None
 
     tracer_provider, _ = batch_providers()
-    reader = _readers.periodic_reader(DiscardMetrics(), interval_ms=3_600_000)
+    reader = _readers.periodic_reader(DiscardMetrics(), interval_ms=interval_ms)
     meter_provider = _readers.meter_provider(
         [reader], TraceBasedExemplarFilter(), views=_configure._views()
     )

@@ -213,16 +213,17 @@ class Task:
         if target is not None:
             # asyncio.to_thread runs the function inside a copied context; our
             # run span must be current *inside* it, so wrap the inner function.
+            # That copy is the submitter's context already: only a span needs attaching.
             assert isinstance(fn, functools.partial)
             wrapped: Callable[P, R] = functools.partial(
-                fn.func, self._wrap_plain(target), *fn.args[1:], **fn.keywords
+                fn.func, self._wrap_plain(target, attach=self.traced), *fn.args[1:], **fn.keywords
             )
             return wrapped
         return self._wrap_plain(fn)
 
-    def _wrap_plain(self, fn: Callable[P, R]) -> Callable[P, R]:
+    def _wrap_plain(self, fn: Callable[P, R], *, attach: bool = True) -> Callable[P, R]:
         def run_task(*args: P.args, **kwargs: P.kwargs) -> R:
-            token = self.start()
+            token = self.start(attach=attach)
             running = current_task.set(self)
             try:
                 result = fn(*args, **kwargs)
