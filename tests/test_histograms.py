@@ -262,3 +262,25 @@ def test_a_forked_child_starts_its_histograms_from_zero(pair: Pair) -> None:
     pair.ours.record(0.2, POOL)
     _, ours = pair.collect()
     assert [(p.count, p.sum) for p in ours] == [(1, 0.2)]
+
+
+def test_a_failing_splice_sends_the_sdks_collection_and_logs_once(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: _histograms.HistogramSet, reader: object) -> list[Any]:
+        raise RuntimeError("splice broke")
+
+    monkeypatch.setattr(_histograms.HistogramSet, "collect", broken)
+    pair.record(0.1, POOL)
+    for _ in range(2):
+        data = pair.reader.get_metrics_data()
+        assert data is not None
+        names = [
+            metric.name
+            for resource_metrics in data.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+        ]
+        assert names == ["probe"]  # the SDK's own, as it made them
+    logged = [r for r in caplog.records if "adding poolscope's histograms" in r.getMessage()]
+    assert len(logged) == 1
