@@ -14,7 +14,7 @@ machine used (the fake LLM, the collector, wrk), so a run where the machine
 and not the app was the limit says so.
 
     export POOLSCOPE_COLLECTOR_BIN=$(collector/build.sh)
-    python benchmarks/bench_app.py                      # 5 rounds x 8 runs x 10 s: ~12 min here
+    python benchmarks/bench_app.py                      # 5 rounds x 8 runs x 10 s: ~10 min here
     python benchmarks/bench_app.py --rounds 2 --duration 4 --apps fixed_app   # a quick look
 """
 
