@@ -14,7 +14,8 @@ Standard variables honoured: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``
 ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``,
 ``OTEL_EXPORTER_OTLP_HEADERS`` (and the other ``OTEL_EXPORTER_OTLP_*`` the
 exporters read), ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``
-(``otlp``, ``console`` or ``none``), ``OTEL_METRIC_EXPORT_INTERVAL``, and
+(``otlp``, ``console`` or ``none``), ``OTEL_METRIC_EXPORT_INTERVAL``,
+``OTEL_METRICS_EXEMPLAR_FILTER``, and
 ``OTEL_SDK_DISABLED``: ``true`` and configure() sets up nothing (after checking
 its arguments) and returns the app as given.
 """
