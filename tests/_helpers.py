@@ -43,9 +43,11 @@ def fifo_waits(
     Tasks in submit order each start when the earliest worker frees up, but
     no sooner than the time it takes to hand a task over (nothing for a
     thread; a pickle and a pipe for a process, which queues the next task
-    while the worker is still busy), and hold it for as long as their run
-    span lasted. A task's wait span ends at the very timestamp its run span
-    starts, which pairs them.
+    while the worker is still busy). A worker frees up when the run it took
+    really ended: each expected wait then differs from the measured one by a
+    single hand-over from the finished task to the next, never by the sum
+    of every earlier one. A task's wait span ends at the very timestamp its
+    run span starts, which pairs them.
     """
     runs = {span.start_time: span for span in run_spans}
     tasks = sorted(wait_spans, key=lambda span: span.start_time or 0)
@@ -56,7 +58,7 @@ def fifo_waits(
         submitted = wait.start_time or 0
         worker = min(range(workers), key=lambda w: free_at[w])
         started = max(submitted + hand_over_ms * 1e6, free_at[worker])
-        free_at[worker] = started + ((run.end_time or 0) - (run.start_time or 0))
+        free_at[worker] = run.end_time or 0
         paired.append((wait, (started - submitted) / 1e6))
     return paired
 
