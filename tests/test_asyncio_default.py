@@ -6,10 +6,12 @@ Every test runs on the stock asyncio loop and on uvloop (see ``anyio_backend``).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 import poolscope
 from _helpers import Gate, assert_ground_truth
@@ -72,6 +74,68 @@ async def test_spans_made_inside_to_thread_are_children_of_the_run_span(
     [inner] = telemetry.spans("inside-worker")
     assert inner.parent is not None
     assert inner.parent.span_id == run_span.context.span_id
+
+
+class EndedOn(SpanProcessor):
+    """Which thread ended each span."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, set[int]] = {}
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.threads.setdefault(span.name, set()).add(threading.get_ident())
+
+
+async def test_an_awaited_offload_has_its_spans_when_the_caller_resumes_built_on_the_loop(
+    telemetry: Telemetry,
+) -> None:
+    """The wait span and the end of the run span of an awaited task are left to the
+    loop (a worker runs Python slower, holding the GIL the loop needs), and are there,
+    with the worker's timestamps, before the awaiting coroutine goes on."""
+    ended_on = EndedOn()
+    telemetry.tracer_provider.add_span_processor(ended_on)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(poolscope.instrument_executor(ThreadPoolExecutor(1), name="one"))
+    gate = Gate(expected_running=1)
+    seen: list[tuple[int, int]] = []
+
+    async def offload() -> None:
+        await asyncio.to_thread(gate.task)
+        # what the caller finds on resuming: its own wait (threshold 0) and run spans
+        names = (semconv.SPAN_WAIT, semconv.SPAN_RUN)
+        seen.append(tuple(len(telemetry.spans(name, pool="one")) for name in names))
+
+    with ThreadPoolExecutor(1) as side, telemetry.tracer.start_as_current_span("request"):
+        first = asyncio.ensure_future(offload())
+        await loop.run_in_executor(side, gate.wait_running)  # the one worker is busy
+        second = asyncio.ensure_future(offload())  # waits for the first's worker
+        await asyncio.sleep(0.05)
+        gate.open()
+        await asyncio.gather(first, second)
+    assert seen == [(1, 1), (2, 2)]
+    loop_thread = threading.get_ident()
+    assert ended_on.threads[semconv.SPAN_WAIT] == {loop_thread}  # the side pool's too
+    assert ended_on.threads[semconv.SPAN_RUN] == {loop_thread}
+    waits = sorted(telemetry.spans(semconv.SPAN_WAIT, pool="one"), key=lambda s: s.start_time or 0)
+    runs = {span.start_time: span for span in telemetry.spans(semconv.SPAN_RUN, pool="one")}
+    # the second task's wait ends when its run starts, after the first run's end
+    last_wait = waits[-1]
+    assert last_wait.end_time in runs
+    assert runs[last_wait.end_time].end_time is not None
+    assert (last_wait.end_time or 0) - (last_wait.start_time or 0) >= 40e6
+
+
+async def test_an_offload_nobody_awaits_builds_its_spans_on_the_worker(
+    telemetry: Telemetry,
+) -> None:
+    ended_on = EndedOn()
+    telemetry.tracer_provider.add_span_processor(ended_on)
+    with ThreadPoolExecutor(1) as pool, telemetry.tracer.start_as_current_span("request"):
+        pool.submit(time.sleep, 0.02)
+        worker = pool.submit(threading.get_ident).result()  # waited for the sleeping one
+    assert ended_on.threads[semconv.SPAN_WAIT] == {worker}
+    assert ended_on.threads[semconv.SPAN_RUN] == {worker}
+    assert len(telemetry.spans(semconv.SPAN_RUN)) == 2
 
 
 async def test_cancelling_the_awaiting_task_while_queued_never_runs_the_function(

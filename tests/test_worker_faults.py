@@ -148,6 +148,37 @@ async def test_cancelling_the_awaiting_task_while_running_records_a_run_not_a_ca
     pool.shutdown()
 
 
+@pytest.mark.anyio
+async def test_a_task_whose_caller_was_cancelled_while_it_ran_still_ends_its_spans(
+    telemetry: Telemetry,
+) -> None:
+    """The loop settles an awaited task's spans when the caller resumes; a caller
+    cancelled mid-run never resumes for it, so the worker ends them when the
+    function really ends."""
+    pool = poolscope.instrument_executor(ThreadPoolExecutor(1), name="cancelled-caller")
+    asyncio.get_running_loop().set_default_executor(pool)
+    gate = Gate(expected_running=1)
+    with telemetry.tracer.start_as_current_span("request"):
+        running = asyncio.ensure_future(asyncio.to_thread(gate.task, 7))
+        await _in_side_thread(gate.wait_running)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    assert telemetry.spans(semconv.SPAN_RUN, pool="cancelled-caller") == []  # still running
+    opened = time.time_ns()
+    gate.open()
+    assert _settled(telemetry, "cancelled-caller") == (0, 0)
+    for _ in range(100):  # the worker ends the span right after the function returns
+        if telemetry.spans(semconv.SPAN_RUN, pool="cancelled-caller"):
+            break
+        await asyncio.sleep(0.01)
+    [run] = telemetry.spans(semconv.SPAN_RUN, pool="cancelled-caller")
+    [wait] = telemetry.spans(semconv.SPAN_WAIT, pool="cancelled-caller")  # threshold 0
+    assert (run.end_time or 0) >= opened
+    assert wait.end_time == run.start_time
+    pool.shutdown()
+
+
 async def _in_side_thread(fn: Callable[[], None]) -> None:
     """Block on ``fn`` in a thread no test pool owns."""
     with ThreadPoolExecutor(1, thread_name_prefix="side") as side:

@@ -100,16 +100,31 @@ class _RollupApp:
             # PoolscopeMiddleware outside this one already rolls up.
             await self.app(scope, receive, send)
             return
-        span = trace.get_current_span()
+        found = trace.get_current_span()
         settings = self.settings()
-        if not settings.capture_request_details:
-            # poolscope's pipeline redacts; a span another provider makes (Starlette's
-            # middleware given its own) keeps what its maker chose to record
-            _redact_safely(span, self.provider(), self.owns_span)
+        span: Span | None = None  # the server span the roll-up goes on
+        route = None
+        name_at_end = False
+        if _is_server_span(found):
+            span = found
+            attributes = _attributes_of(span)
+            if not settings.capture_request_details and scope.get("query_string"):
+                # poolscope's pipeline redacts; a span another provider makes (Starlette's
+                # middleware given its own) keeps what its maker chose to record. Without
+                # a query string there is nothing the client sent to redact.
+                _redact_safely(span, attributes, self.provider(), self.owns_span)
+            named = isinstance(attributes.get(semconv.ATTR_HTTP_ROUTE), str)
+            name_at_end = self.names_span and not named
+            route = _route_safely(attributes, self.app, scope)
+        elif not settings.root_spans:
+            # Nothing records this request (sampled out, or no server span): its tasks
+            # make no spans, so there is no roll-up to write and no span budget to keep.
+            await self.app(scope, receive, send)
+            return
         budget = self.span_budget
         if budget is None:
             budget = settings.max_spans_per_request
-        rollup = RequestRollup(budget, _route_safely(span, self.app, scope))
+        rollup = RequestRollup(budget, route)
 
         written = False
 
@@ -119,7 +134,7 @@ class _RollupApp:
             nonlocal written
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 written = True
-                _write_safely(span, rollup, scope, self.names_span)
+                _write_safely(span, rollup, scope, name_at_end)
             await send(message)
 
         token = current_rollup.set(rollup)
@@ -128,17 +143,24 @@ class _RollupApp:
         finally:
             current_rollup.reset(token)
             if not written:  # no complete body sent (error, disconnect): write now
-                _write_safely(span, rollup, scope, self.names_span)
+                _write_safely(span, rollup, scope, name_at_end)
 
 
-def _route_safely(span: Span, app: ASGIApp, scope: Scope) -> str | None:
-    """The request's route template: the server span's, else matched now (Starlette's
-    own middleware and FastAPI's name the route only when the request ends). Only
-    task spans carry it, so a request without a recording span does not match."""
-    if not _is_server_span(span):
-        return None
+def _attributes_of(span: Span) -> Mapping[str, Any]:
+    """The span's attributes as they are now (an SDK span's; other spans show none)."""
     try:
-        route = (getattr(span, "attributes", None) or {}).get(semconv.ATTR_HTTP_ROUTE)
+        attributes = getattr(span, "attributes", None)
+        return {} if attributes is None else attributes  # no `or`: asking a mapping's length costs
+    except Exception:
+        report_internal_error("reading the server span")
+        return {}
+
+
+def _route_safely(attributes: Mapping[str, Any], app: ASGIApp, scope: Scope) -> str | None:
+    """The request's route template: the server span's, else matched now (Starlette's
+    own middleware and FastAPI's name the route only when the request ends)."""
+    try:
+        route = attributes.get(semconv.ATTR_HTTP_ROUTE)
         if isinstance(route, str):
             return route
         return route_template(scope.get("app") or app, scope)
@@ -147,19 +169,30 @@ def _route_safely(span: Span, app: ASGIApp, scope: Scope) -> str | None:
         return None
 
 
-def _redact_safely(span: Span, provider: trace.TracerProvider | None, owned: bool) -> None:
+def _redact_safely(
+    span: Span,
+    attributes: Mapping[str, Any],
+    provider: trace.TracerProvider | None,
+    owned: bool,
+) -> None:
     """Overwrite what the client sent on the server span, as soon as we see it: the
     span's start attributes are set, and its end (and export) are still to come."""
     try:
-        if _is_server_span(span) and (owned or exported_by(span, provider)):
-            span.set_attributes(redacted(getattr(span, "attributes", None) or {}))
+        if owned or exported_by(span, provider):
+            found = redacted(attributes)
+            if found:
+                span.set_attributes(found)
     except Exception:
         report_internal_error("redacting the server span")
 
 
-def _write_safely(span: Span, rollup: RequestRollup, scope: Scope, names_span: bool) -> None:
+def _write_safely(
+    span: Span | None, rollup: RequestRollup, scope: Scope, name_at_end: bool
+) -> None:
+    if span is None:
+        return
     try:
-        _write(span, rollup, scope, names_span)
+        _write(span, rollup, scope, name_at_end)
     except Exception:
         report_internal_error("writing the request roll-up")
 
@@ -187,14 +220,13 @@ def redacted(attributes: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-def _write(span: Span, rollup: RequestRollup, scope: Scope, names_span: bool) -> None:
-    if not _is_server_span(span):
+def _write(span: Span, rollup: RequestRollup, scope: Scope, name_at_end: bool) -> None:
+    if not span.is_recording():
         return
     if rollup.task_count or rollup.spans_dropped or rollup.pinned_llm_ns or rollup.pinned_io_ns:
         # only on requests that handed work to a pool: the others' spans stay as made
         span.set_attributes(_figures(rollup))
-    attributes = getattr(span, "attributes", None) or {}
-    if not names_span or semconv.ATTR_HTTP_ROUTE in attributes:
+    if not name_at_end:
         return
     # Not matched at the start (app without routes at that level, or a route
     # class with its own matching): take the route Starlette recorded while
@@ -306,6 +338,11 @@ class PoolscopeMiddleware:
         if scope["type"] != "http":
             # websockets and lifespan: OpenTelemetry's span for websockets, no roll-up
             await (self._otel if scope["type"] == "websocket" else self.app)(scope, receive, send)
+            return
+        if current_rollup.get() is not None:
+            # another PoolscopeMiddleware outside this one (an app wrapped by hand, and
+            # again by poolscope's Starlette hook) has the request in hand already
+            await self.app(scope, receive, send)
             return
         _state.on_serving_loop()
         if _is_server_span(trace.get_current_span()) or self._instrumented_inside():

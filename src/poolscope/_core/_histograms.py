@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _Key = frozenset[tuple[str, Any]]
+_INF = math.inf
 _NO_ATTRIBUTES: _Key = frozenset()
 
 
@@ -152,12 +153,15 @@ class AggregatedHistogram:
         attributes: Mapping[str, Any] | None = None,
         context: Context | None = None,
     ) -> None:
-        if not 0 <= amount < math.inf:  # also false for NaN
+        if not 0 <= amount < _INF:  # also false for NaN
             return
         owner = self._owner
         key = frozenset(attributes.items()) if attributes else _NO_ATTRIBUTES
         index = bisect_left(self.bounds, amount)
-        sample = owner.sample(amount, attributes, context)
+        if context is None and not owner.sample_without_context:
+            sample = None  # most records: no context, and a filter that keeps none without
+        else:
+            sample = owner.sample(amount, attributes, context)
         with owner.lock:
             for series_by_key in self._series:
                 series = series_by_key.get(key)
@@ -205,7 +209,7 @@ class HistogramSet:
         self._filter = exemplar_filter
         # A value recorded without a context is sampled, or not, the same way every
         # time (the SDK would ask with the flusher thread's context, which is empty).
-        self._sample_without_context = exemplar_filter.should_sample(0.0, 0, {}, Context())
+        self.sample_without_context = exemplar_filter.should_sample(0.0, 0, {}, Context())
         self._histograms: list[AggregatedHistogram] = []
         self._readers: dict[object, tuple[int, _Reader]] = {}  # reader: its position, state
         _sets.add(self)
@@ -215,7 +219,7 @@ class HistogramSet:
     ) -> Sample | None:
         """The exemplar of this value, if the filter keeps it."""
         if context is None:
-            if not self._sample_without_context:
+            if not self.sample_without_context:
                 return None
             return Sample(value, time.time_ns(), None, None)
         now = time.time_ns()

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Final
 
@@ -228,6 +229,10 @@ def _loop_codes(tick_caller: FrameType | None) -> tuple[frozenset[CodeType], fro
     return _SELECTOR_CODES | {tick_caller.f_code}, frozenset({tick_caller.f_code})
 
 
+def _no_loop() -> None:
+    return None
+
+
 class _Watchdog:
     """One thread for every monitored loop of the process."""
 
@@ -237,6 +242,8 @@ class _Watchdog:
         )
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.last: Callable[[], asyncio.AbstractEventLoop | None] = _no_loop
+        """The loop most recently found monitored (weakly)."""
 
     def add(self, loop: asyncio.AbstractEventLoop, monitor: LoopMonitor) -> None:
         with self.lock:
@@ -250,6 +257,8 @@ class _Watchdog:
 
     def remove(self, loop: asyncio.AbstractEventLoop) -> LoopMonitor | None:
         """Forget ``loop``'s monitor (call with ``lock`` held)."""
+        if self.last() is loop:
+            self.last = _no_loop
         monitor = self.monitors.pop(loop, None)
         if monitor is not None:
             monitor.close()
@@ -289,11 +298,13 @@ def monitor_loop(telemetry: Telemetry) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
-    if loop in _watchdog.monitors:
+    if _watchdog.last() is loop:  # every request asks: a call, not a weak-key lookup
         return
-    monitor = LoopMonitor(loop, telemetry)
-    monitor.start(loop)
-    _watchdog.add(loop, monitor)
+    if loop not in _watchdog.monitors:
+        monitor = LoopMonitor(loop, telemetry)
+        monitor.start(loop)
+        _watchdog.add(loop, monitor)
+    _watchdog.last = weakref.ref(loop)
 
 
 def stop_all() -> None:
@@ -310,6 +321,7 @@ def _reset_after_fork() -> None:
     # child's loops are monitored afresh when they serve.
     _watchdog.lock = threading.Lock()
     _watchdog.thread = None
+    _watchdog.last = _no_loop
     _watchdog.monitors = weakref.WeakKeyDictionary()
 
 

@@ -1,12 +1,17 @@
-"""Histogram records, moved off the hot path.
+"""Histogram records, off the hot path where the histogram is the SDK's.
 
 One ``Histogram.record`` in the OpenTelemetry SDK costs about 8 µs (attribute
 validation, hashing, locking), and every task needs two or three. The offloading
-thread or worker instead appends a tuple to a deque (tens of nanoseconds), and
-the records are replayed into their histograms (the SDK's, or poolscope's own,
-:mod:`._histograms`) by poolscope's background thread (:mod:`._background`)
-every :data:`FLUSH_INTERVAL_S`, and by every metric collection before it reads
-the histograms, so a collection never misses a finished task.
+thread or worker instead appends a tuple to a deque (well under a µs), and
+the records are replayed into the SDK's histograms by poolscope's background
+thread (:mod:`._background`) every :data:`FLUSH_INTERVAL_S`, and by every
+metric collection before it reads the histograms, so a collection never
+misses a finished task.
+
+poolscope's own histograms (:mod:`._histograms`, for the meter provider
+``configure()`` makes) take a value in under a µs, less than queueing it and
+replaying it later, so they record at once: no replay, and no batch of them
+holding the GIL every half second.
 
 Records of waits long enough for a span carry the context of the task's
 submitter, so the exemplars of ``executor.task.wait.duration`` still point at
@@ -28,6 +33,7 @@ from opentelemetry.context import Context
 
 from .._safety import logger, report_internal_error
 from . import _background
+from ._histograms import AggregatedHistogram
 
 __all__ = ["MAX_QUEUED", "Recordable", "drain", "dropped", "record"]
 
@@ -63,7 +69,14 @@ _recorder = _Recorder()
 def record(
     histogram: Recordable, value: float, attributes: dict[str, Any], context: Context | None
 ) -> None:
-    """Queue one histogram record; never blocks, never raises."""
+    """Record one value, into poolscope's own histogram now or queued for the SDK's;
+    never blocks for long, never raises."""
+    if type(histogram) is AggregatedHistogram:
+        try:
+            histogram.record(value, attributes, context)
+        except Exception:
+            report_internal_error("recording a histogram value")
+        return
     queue = _recorder.queue
     size = len(queue)
     if size >= _WAKE_AT:  # module globals, read per call so tests can shrink them

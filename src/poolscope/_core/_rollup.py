@@ -12,6 +12,7 @@ that each task's spans say which route's work waited.
 
 from __future__ import annotations
 
+import os
 import threading
 from contextvars import ContextVar
 from typing import Final
@@ -20,8 +21,11 @@ __all__ = ["RequestRollup", "current_rollup"]
 
 
 class RequestRollup:
+    _lock = threading.Lock()
+    """One lock for every roll-up: held for a few additions, it costs less than a lock
+    allocated per request."""
+
     __slots__ = (
-        "_lock",
         "pinned_io_ns",
         "pinned_llm_ns",
         "route",
@@ -33,7 +37,6 @@ class RequestRollup:
     )
 
     def __init__(self, span_budget: int, route: str | None = None) -> None:
-        self._lock = threading.Lock()
         self.route = route
         """The request's ``http.route``, for the spans of the tasks it submits."""
         self.wait_total_ns = 0
@@ -74,3 +77,10 @@ class RequestRollup:
 current_rollup: Final[ContextVar[RequestRollup | None]] = ContextVar(
     "poolscope_request_rollup", default=None
 )
+
+
+def _reset_after_fork() -> None:
+    RequestRollup._lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

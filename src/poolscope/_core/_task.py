@@ -4,6 +4,15 @@ Timestamps are taken where the event happens: submit on the caller's side,
 start and end inside the worker. Only the monotonic clock is read on the hot
 path; spans are built from those readings, the wait span after the fact.
 
+A task whose caller awaits it on an event loop (``run_in_executor``,
+``to_thread``, anyio's ``run_sync``) leaves the wait span and the end of its
+run span to the loop, built when the awaiting coroutine resumes: the same
+spans with the same timestamps, there before the caller goes on, but not on
+the worker. Python on a worker thread runs several times slower than the same
+code on the loop (its cache is cold, and it takes the GIL from the loop), so
+the fewer lines a worker runs, the less the loop is held up. A caller that
+stops awaiting (a cancellation) hands them back to the worker.
+
 Every method here may run in a user's request path, so none of them raises:
 counter updates are plain arithmetic under the pool lock, and everything that
 touches OpenTelemetry is guarded by :func:`report_internal_error`.
@@ -156,6 +165,8 @@ class Task:
     """Bookkeeping for one offloaded call; see the module docstring."""
 
     __slots__ = (
+        "attributes",
+        "awaited",
         "busy_at_submit",
         "ended",
         "flagged",
@@ -173,6 +184,7 @@ class Task:
         "submitted",
         "telemetry",
         "traced",
+        "wait_span_due",
     )
 
     def __init__(self, pool: Pool, telemetry: Telemetry, func: object) -> None:
@@ -185,6 +197,11 @@ class Task:
         self.ended = 0
         self.offset = 0  # epoch - monotonic, read once per task: see _start_spans
         self.run_span: Span | None = None
+        self.attributes: dict[str, Any] | None = None  # the spans', made once: see _span_attributes
+        # Awaited on an event loop, which builds the wait span and ends the run span
+        # at the resume; set before the submit, cleared when the caller stops waiting.
+        self.awaited = False
+        self.wait_span_due: dict[str, Any] | None = None  # the attributes of a wait span to build
         self.rollup = current_rollup.get()
         parent = context.get_current()
         self.parent = parent
@@ -253,12 +270,13 @@ class Task:
                 pool.pending -= 1
             pool.busy += 1
             self.state = RUNNING
+            awaited = self.awaited
         self.started = now
         try:
             if waited:
                 self._record_wait(now - self.submitted, pool.attributes)
             if self.traced:
-                return self._start_spans(now, waited, attach)
+                return self._start_spans(now, waited, attach, awaited)
             if attach and self.parent:
                 return context.attach(self.parent)
         except Exception:
@@ -273,17 +291,17 @@ class Task:
         with pool.lock:
             pool.busy -= 1
             self.state = DONE
+            # an error is marked here, where the exception is: rare, and not worth a hand-over
+            settle = not self.awaited or exc is not None
+            if settle:
+                self.awaited = False
         try:
             attributes = pool.attributes
             if exc is not None:
                 attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
             record(self.telemetry.run, (now - self.started) / _NS_PER_S, attributes, None)
-            span = self.run_span
-            if span is not None:
-                self.run_span = None
-                if exc is not None:
-                    mark_error(span, exc)
-                span.end(end_time=now + self.offset)
+            if settle:
+                self._settle_spans(exc)
         except Exception:
             report_internal_error("recording the end of a task")
         finally:
@@ -335,14 +353,31 @@ class Task:
         self.func = None
 
     def resumed(self) -> None:
-        """The awaiting coroutine is running again (called on the event loop)."""
-        if self.state != DONE:
-            return
-        try:
-            resume_ns = _monotonic_ns() - self.ended
-            record(self.telemetry.resume, resume_ns / _NS_PER_S, self.pool.attributes, None)
-        except Exception:
-            report_internal_error("recording a task's resume")
+        """The awaiting coroutine is running again, or stopped waiting (on the event loop).
+
+        Done: record the resume and settle the spans the worker left. Not done
+        (cancelled while waiting or running): whoever ends the task settles them.
+        """
+        now = _monotonic_ns()
+        if self.stop_awaiting():
+            try:
+                resume_ns = now - self.ended
+                record(self.telemetry.resume, resume_ns / _NS_PER_S, self.pool.attributes, None)
+            except Exception:
+                report_internal_error("recording a task's resume")
+
+    def stop_awaiting(self) -> bool:
+        """No coroutine waits for this task any more: settle the spans the worker left,
+        or leave them to the worker if it has not finished. True if the task is done."""
+        if not self.awaited:  # it only ever turns False: nothing left to hand over
+            return self.state == DONE
+        with self.pool.lock:
+            done = self.state == DONE
+            settle = done and self.awaited
+            self.awaited = False
+        if settle:
+            self._settle_spans(None)
+        return done
 
     def on_awaited_future_done(self, future: object) -> None:
         """Done callback of the asyncio future that ``run_in_executor`` returned."""
@@ -440,7 +475,7 @@ class Task:
     def _may_span(self) -> bool:
         return self.rollup is None or self.rollup.take_span()
 
-    def _start_spans(self, now: int, waited: bool, attach: bool) -> object | None:
+    def _start_spans(self, now: int, waited: bool, attach: bool, awaited: bool) -> object | None:
         telemetry = self.telemetry
         # Read once, kept for the run span's end: two readings differ by however
         # long the thread was switched out between their two clock reads, and the
@@ -448,14 +483,44 @@ class Task:
         offset = self.offset = _epoch_offset_ns()
         long_wait = now - self.submitted >= telemetry.wait_threshold_ns
         if waited and long_wait and not self.flagged and self._may_span():
-            self._wait_span(offset).end(end_time=now + offset)
+            if awaited:
+                # built by whoever settles the task's spans, with what is true now
+                self.wait_span_due = self._wait_attributes()
+            else:
+                self._wait_span(offset).end(end_time=now + offset)
         if not (telemetry.run_spans and self._may_span()):
             return context.attach(self.parent) if attach else None
         span = self.run_span = self._run_span(now + offset)
         return context.attach(context_inside(span, self.parent)) if attach else None
 
+    def _settle_spans(self, exc: BaseException | None) -> None:
+        """Build the wait span left due and end the run span, once, at the task's times.
+
+        Each part reports its own failure under the name it has where it is not
+        left to the loop (the start, the end of a task), and never raises.
+        """
+        attributes, self.wait_span_due = self.wait_span_due, None
+        if attributes is not None:
+            try:
+                self._wait_span(self.offset, attributes).end(end_time=self.started + self.offset)
+            except Exception:
+                report_internal_error("recording the start of a task")
+        span = self.run_span
+        if span is not None:
+            self.run_span = None
+            try:
+                if exc is not None:
+                    mark_error(span, exc)
+                span.end(end_time=self.ended + self.offset)
+            except Exception:
+                report_internal_error("recording the end of a task")
+
     def _span_attributes(self) -> dict[str, Any]:
-        attributes: dict[str, Any] = dict(self.pool.attributes)
+        """What both spans of the task carry; made once (the wait span adds to a copy)."""
+        attributes = self.attributes
+        if attributes is not None:
+            return attributes
+        attributes = dict(self.pool.attributes)
         attributes[semconv.ATTR_EXECUTOR_NAME] = self.pool.name  # unbounded names belong here
         if self.func is not None:
             attributes[semconv.ATTR_CODE_FUNCTION_NAME] = function_name(self.func)
@@ -464,18 +529,23 @@ class Task:
         route = self.rollup.route if self.rollup is not None else None
         if route is not None:
             attributes[semconv.ATTR_HTTP_ROUTE] = route  # which route's work waited
+        self.attributes = attributes
         return attributes
 
-    def _wait_span(self, offset: int) -> Span:
-        attributes = self._span_attributes()
+    def _wait_attributes(self) -> dict[str, Any]:
+        """The wait span's attributes, the pool's cap as it is when the wait ends."""
+        attributes = dict(self._span_attributes())
         attributes[semconv.ATTR_EXECUTOR_WORKER_LIMIT] = self.pool.limit()
         attributes[semconv.ATTR_EXECUTOR_WORKER_BUSY] = self.busy_at_submit
         attributes[semconv.ATTR_EXECUTOR_TASK_PENDING] = self.pending_at_submit
+        return attributes
+
+    def _wait_span(self, offset: int, attributes: dict[str, Any] | None = None) -> Span:
         return self.telemetry.tracer.start_span(
             semconv.SPAN_WAIT,
             context=self.parent,
             start_time=self.submitted + offset,
-            attributes=attributes,
+            attributes=self._wait_attributes() if attributes is None else attributes,
         )
 
     def _run_span(self, start_epoch_ns: int) -> Span:

@@ -89,6 +89,7 @@ def _wrap_run_sync_in_worker_thread(original: Any) -> Any:
                 return await bound_original(cls, func, args, abandon_on_cancel, limiter)
             task = Task(pool, telemetry, func)
             work = task.wrap(func)
+            task.awaited = task.traced  # its spans are settled here, by task.resumed()
         except Exception:
             if task is not None:
                 task.discard()

@@ -27,7 +27,8 @@ class _RunInExecutorCall(threading.local):
 
     ``default``: the call was ``run_in_executor(None, ...)``, so the executor is
     the loop's default (uvloop keeps it out of reach of Python code).
-    ``task``: the task ``submit`` created, to time the awaiting coroutine's resume.
+    ``task``: the task ``submit`` created, to time the awaiting coroutine's resume
+    (and to settle its spans then).
     """
 
     inside = False
@@ -63,6 +64,8 @@ def submit_recorded(
         if task is None:
             return original(executor, fn, *args, **kwargs)
         work = prepare(task, fn)
+        # awaited on the loop: its spans are settled there (see Task.resumed)
+        task.awaited = task.traced and run_in_executor_call.inside
     except Exception:
         if task is not None:
             task.discard()

@@ -104,13 +104,19 @@ def _wrap_run_in_executor(original: Callable[..., Any]) -> Callable[..., Any]:
         call.default = executor is None
         try:
             future = original(self, executor, func, *args)
+        except BaseException:
+            task = call.task
+            if task is not None:
+                task.stop_awaiting()  # nothing will await it: the worker settles its spans
+            raise
         finally:
             call.inside = call.default = False
-        task, call.task = call.task, None
+            task, call.task = call.task, None
         if task is not None:
             try:
                 future.add_done_callback(task.on_awaited_future_done)
             except Exception:
+                task.stop_awaiting()
                 report_internal_error("loop.run_in_executor")
         return future
 
