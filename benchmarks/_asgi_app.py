@@ -1,6 +1,9 @@
 """The app bench_asgi.py loads into uvicorn, set up per ``POOLSCOPE_BENCH_CONFIG``.
 
-bare: no telemetry. otel: OpenTelemetryMiddleware alone. poolscope: the full
+bare: no telemetry. otel: OpenTelemetryMiddleware alone. otel-asyncio: the
+same, and opentelemetry-instrumentation-asyncio's span per ``to_thread`` of
+``time.sleep`` (what OpenTelemetry alone offers to see an offload; it sees no
+wait, no pool, and not anyio's worker threads). poolscope: the full
 poolscope setup (executor instrumentation, loop monitor, PoolscopeMiddleware).
 poolscope-no-run-spans: the same with ``run_spans=False`` (wait spans, metrics
 and the roll-up stay). poolscope-no-loop-monitor: full poolscope without the
@@ -53,9 +56,16 @@ def build() -> Any:
     if config == "bare":
         return app
     tracer_provider, meter_provider = _providers()
-    if config == "otel":
+    if config in ("otel", "otel-asyncio"):
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
+        if config == "otel-asyncio":  # and a span (and a duration) per to_thread of time.sleep
+            from opentelemetry.instrumentation.asyncio import AsyncioInstrumentor
+
+            os.environ["OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE"] = "sleep"
+            AsyncioInstrumentor().instrument(
+                tracer_provider=tracer_provider, meter_provider=meter_provider
+            )
         return OpenTelemetryMiddleware(
             app, tracer_provider=tracer_provider, meter_provider=meter_provider
         )

@@ -37,15 +37,13 @@ sys.path[:0] = [str(HERE.parent)]
 from tools import stack  # noqa: E402
 
 from _example_under_bench import CONFIGS  # noqa: E402
+from _machine import BUSY_MACHINE, busy_jiffies, cores_busy  # noqa: E402
 from _spread import spread  # noqa: E402
 from _wrk import require_wrk, wrk  # noqa: E402
 
 APPS = ("fixed_app", "naive_app")
 BASELINE = "otel"
 THOUSANDTHS = "{:.3f}"
-BUSY_MACHINE = 0.8
-"""Fraction of the machine's cores in use above which a run says the machine, not
-the app, may have been the limit."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +62,6 @@ class Run:
     @property
     def cpu_per_request(self) -> float:
         return self.app_cpu / self.requests
-
-
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 def _children_cpu() -> float:
@@ -149,16 +139,16 @@ def _one_run(
         pid = service.process.pid
         app_cpu = stack.cpu_seconds(pid)
         others_cpu = sum(stack.cpu_seconds(p) for p in others) + _children_cpu()
-        busy, total = _machine_busy()
+        busy = busy_jiffies()
         started = time.monotonic()
         result = wrk(url, args.duration, args.connections, threads=1, paths=args.paths)
         seconds = time.monotonic() - started
-        busy_after, total_after = _machine_busy()
+        busy_after = busy_jiffies()
         app_cpu = stack.cpu_seconds(pid) - app_cpu
         others_cpu = sum(stack.cpu_seconds(p) for p in others) + _children_cpu() - others_cpu
     finally:
         service.stop()
-    cores = (os.cpu_count() or 1) * (busy_after - busy) / max(total_after - total, 1)
+    cores = cores_busy(busy, busy_after)
     return Run(result.requests, result.rate, result.p99, app_cpu, others_cpu, cores, seconds)
 
 

@@ -1,0 +1,206 @@
+"""Instructions per offload and per request, counted by callgrind: the figures a run repeats.
+
+On a shared 2-core VM, wall and CPU time per offload move by ±20-60 % from
+round to round and by up to 1.8 times within a day, so a difference of a few
+µs between two configurations is lost in them. An instruction count moves far
+less: ``valgrind --tool=callgrind`` counts the instructions every thread of the
+process executed, whatever else the machine is doing. It still varies a little
+from run to run (how the threads interleave decides, for example, how often
+the pool starts a thread), so each figure is the median of ``--repeats``
+estimates, with their spread. What it cannot see is what costs time without
+instructions (cache misses, a thread waiting for the GIL): ``bench_offload.py``
+and ``bench_asgi.py`` measure those, in time.
+
+Each estimate runs the workload in a fresh interpreter under callgrind twice,
+with N and 4N operations; the difference over 3N is the count per operation,
+free of start-up and imports. Workloads:
+
+* ``offload``: ``bench_offload.py``'s, one ``await asyncio.to_thread(noop)`` or
+  one ``pool.submit(noop).result()`` at a time, in its configurations;
+* ``asgi``: ``_asgi_app.py``'s endpoints called in-process (no server, no
+  sockets: the app's own ASGI calls), ``--concurrency`` requests at a time on
+  uvloop, so the default executor's 6 workers are outnumbered and every
+  offload waits, as under ``bench_asgi.py``'s 50 connections.
+
+Timed work in background threads (the span processor's export every 5 s, the
+watchdog's sample every 20 ms) runs per second of the process, and under
+callgrind a second holds ~50 times fewer operations: the ``asgi`` workload
+therefore runs without the loop monitor (``bench_loop.py`` measures it).
+
+    apt-get install valgrind
+    python benchmarks/bench_instructions.py                 # both workloads, 3 repeats: ~45 min
+    python benchmarks/bench_instructions.py --workload offload --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from _spread import spread
+
+HERE = Path(__file__).resolve().parent
+OFFLOAD_CONFIGS = ("bare", "poolscope-metrics", "poolscope-spans", "otel-asyncio")
+OFFLOAD_PATHS = ("to_thread", "submit")
+ASGI_CONFIGS = ("bare", "otel", "poolscope-no-loop-monitor")
+ASGI_PATHS = ("/offload", "/sync", "/async")
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def _instructions(argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Instructions every thread of ``argv`` executed, by callgrind."""
+    result = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=HERE,
+    )
+    found = _COLLECTED.search(result.stderr)
+    if result.returncode != 0 or found is None:
+        raise SystemExit(f"{' '.join(argv)} failed under callgrind:\n{result.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+Estimates = dict[tuple[str, str], list[float]]
+
+
+def _per_operation(argv: list[str], count: int, env: dict[str, str] | None = None) -> float:
+    """Instructions per operation: ``argv`` + N against ``argv`` + 4N, over 3N."""
+    few = _instructions([*argv, str(count)], env)
+    many = _instructions([*argv, str(4 * count)], env)
+    return (many - few) / (3 * count)
+
+
+def _offload(count: int, repeats: int) -> Estimates:
+    script = [sys.executable, str(HERE / "bench_offload.py"), "--child"]
+    cases = [
+        (path, config)
+        for path in OFFLOAD_PATHS
+        for config in OFFLOAD_CONFIGS
+        if not (config == "otel-asyncio" and path == "submit")  # it does not patch executors
+    ]
+    found: Estimates = {case: [] for case in cases}
+    for _ in range(repeats):  # rounds interleaved, as in the timed benchmarks
+        for path, config in cases:
+            found[(path, config)].append(_per_operation([*script, config, path], count))
+    return found
+
+
+def _asgi(count: int, concurrency: int, repeats: int) -> Estimates:
+    script = [sys.executable, __file__, "--asgi-child", str(concurrency)]
+    found: Estimates = {(path, config): [] for path in ASGI_PATHS for config in ASGI_CONFIGS}
+    for _ in range(repeats):
+        for path, config in found:
+            env = {"POOLSCOPE_BENCH_CONFIG": config}
+            found[(path, config)].append(_per_operation([*script, path], count, env))
+    return found
+
+
+def _asgi_child(concurrency: int, path: str, requests: int) -> None:
+    """Call ``_asgi_app``'s app in-process ``requests`` times, ``concurrency`` at a time."""
+    import asyncio
+
+    import uvloop
+
+    sys.path.insert(0, str(HERE))
+    from _asgi_app import app
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "GET",
+        "root_path": "",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")],
+    }
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    async def one() -> None:
+        await app(dict(scope, state={}), receive, send)
+
+    async def main() -> None:
+        for _ in range(50):  # warm-up: imports, the executor's threads, the first spans
+            await one()
+        for _ in range(requests // concurrency):
+            await asyncio.gather(*(one() for _ in range(concurrency)))
+
+    uvloop.run(main())
+
+
+def _table(title: str, estimates: Estimates, baseline: str, reference: str) -> None:
+    print(f"\n{title}\n")
+    print(
+        f"| path | configuration | instructions | added vs {baseline} (median) "
+        f"| ratio vs {reference} (median) |"
+    )
+    print("|---|---|---:|---:|---:|")
+    for (path, config), counts in estimates.items():
+        count = statistics.median(counts)
+        base = statistics.median(estimates[(path, baseline)])
+        ref = estimates.get((path, reference))
+        ratio = f"{count / statistics.median(ref):.2f}" if ref else "n/a"
+        print(
+            f"| `{path}` | {config} | {spread(counts, '{:,.0f}')} "
+            f"| {count - base:+,.0f} | {ratio} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=("offload", "asgi", "both"), default="both")
+    parser.add_argument("--offloads", type=int, default=1000, help="N offloads (and 4N)")
+    parser.add_argument("--requests", type=int, default=200, help="N requests (and 4N)")
+    parser.add_argument("--concurrency", type=int, default=50, help="asgi requests at a time")
+    parser.add_argument("--repeats", type=int, default=3, help="estimates per figure")
+    parser.add_argument("--asgi-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.asgi_child:
+        concurrency, path, requests = args.asgi_child
+        _asgi_child(int(concurrency), path, int(requests))
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+
+    print(
+        f"instructions per operation, all threads, counted by callgrind: "
+        f"median (lowest to highest) of {args.repeats} estimates"
+    )
+    print(f"Python {sys.version.split()[0]}")
+    if args.workload in ("offload", "both"):
+        _table(
+            f"One offload at a time ({args.offloads} and {4 * args.offloads} offloads):",
+            _offload(args.offloads, args.repeats),
+            "bare",
+            "otel-asyncio",
+        )
+    if args.workload in ("asgi", "both"):
+        _table(
+            f"In-process ASGI requests, {args.concurrency} at a time "
+            f"({args.requests} and {4 * args.requests} requests):",
+            _asgi(args.requests, args.concurrency, args.repeats),
+            "bare",
+            "otel",
+        )
+
+
+if __name__ == "__main__":
+    main()
