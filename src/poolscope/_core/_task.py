@@ -300,7 +300,7 @@ class Task:
             if exc is not None:
                 attributes = {**attributes, semconv.ATTR_ERROR_TYPE: error_type(exc)}
             record(self.telemetry.run, (now - self.started) / _NS_PER_S, attributes, None)
-            if settle:
+            if settle and self.traced:
                 self._settle_spans(exc)
         except Exception:
             report_internal_error("recording the end of a task")
