@@ -1,17 +1,18 @@
-"""Histogram records, off the hot path where the histogram is the SDK's.
+"""Histogram records, moved off the hot path.
 
 One ``Histogram.record`` in the OpenTelemetry SDK costs about 8 µs (attribute
 validation, hashing, locking), and every task needs two or three. The offloading
 thread or worker instead appends a tuple to a deque (well under a µs), and
-the records are replayed into the SDK's histograms by poolscope's background
-thread (:mod:`._background`) every :data:`FLUSH_INTERVAL_S`, and by every
-metric collection before it reads the histograms, so a collection never
-misses a finished task.
+the records are replayed into their histograms (the SDK's, or poolscope's own,
+:mod:`._histograms`) by poolscope's background thread (:mod:`._background`)
+every :data:`FLUSH_INTERVAL_S`, and by every metric collection before it reads
+the histograms, so a collection never misses a finished task.
 
-poolscope's own histograms (:mod:`._histograms`, for the meter provider
-``configure()`` makes) take a value in under a µs, less than queueing it and
-replaying it later, so they record at once: no replay, and no batch of them
-holding the GIL every half second.
+poolscope's own histograms take a value in about a µs, yet queueing it is still
+cheaper: recorded at once, the worker and the loop would each write the same
+histograms, locks and counters, from two cores, for every task
+(``benchmarks/bench_offload.py``: 7-20 µs more per awaited offload), where the
+replay writes them from one thread, in a batch.
 
 Records of waits long enough for a span carry the context of the task's
 submitter, so the exemplars of ``executor.task.wait.duration`` still point at
@@ -33,7 +34,6 @@ from opentelemetry.context import Context
 
 from .._safety import logger, report_internal_error
 from . import _background
-from ._histograms import AggregatedHistogram
 
 __all__ = ["MAX_QUEUED", "Recordable", "drain", "dropped", "record"]
 
@@ -69,14 +69,7 @@ _recorder = _Recorder()
 def record(
     histogram: Recordable, value: float, attributes: dict[str, Any], context: Context | None
 ) -> None:
-    """Record one value, into poolscope's own histogram now or queued for the SDK's;
-    never blocks for long, never raises."""
-    if type(histogram) is AggregatedHistogram:
-        try:
-            histogram.record(value, attributes, context)
-        except Exception:
-            report_internal_error("recording a histogram value")
-        return
+    """Queue one histogram record; never blocks, never raises."""
     queue = _recorder.queue
     size = len(queue)
     if size >= _WAKE_AT:  # module globals, read per call so tests can shrink them
