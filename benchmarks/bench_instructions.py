@@ -168,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=("offload", "asgi", "both"), default="both")
     parser.add_argument("--offloads", type=int, default=1000, help="N offloads (and 4N)")
-    parser.add_argument("--requests", type=int, default=200, help="N requests (and 4N)")
+    parser.add_argument("--requests", type=int, default=100, help="N requests (and 4N)")
     parser.add_argument("--concurrency", type=int, default=50, help="asgi requests at a time")
     parser.add_argument("--repeats", type=int, default=3, help="estimates per figure")
     parser.add_argument("--asgi-child", nargs=3, help=argparse.SUPPRESS)

@@ -12,7 +12,9 @@ import pytest
 from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -349,3 +351,33 @@ def test_a_made_up_method_does_not_name_the_span(telemetry: Telemetry) -> None:
         assert client.request("TOKEN_abc123", "/chat").text == "ok"
     [request] = server_spans(telemetry)
     assert request.name == "HTTP /chat"
+
+
+def test_a_sampled_out_request_makes_no_span_and_still_counts_its_tasks() -> None:
+    """Production samples a few traces in a hundred: the rest make no span of
+    poolscope's (and get no roll-up to write), while the pool metrics count every task."""
+    found = make_telemetry()
+    sampled_out = TracerProvider(sampler=ParentBased(ALWAYS_OFF), shutdown_on_exit=False)
+    sampled_out.add_span_processor(SimpleSpanProcessor(found.exporter))
+    poolscope.instrument(
+        tracer_provider=sampled_out, meter_provider=found.meter_provider, wait_span_threshold=0
+    )
+
+    async def fetch(request: Request) -> PlainTextResponse:
+        await asyncio.to_thread(time.sleep, 0.01)
+        return PlainTextResponse("fetched")
+
+    app = Starlette(
+        routes=[Route("/fetch", fetch)],
+        middleware=[Middleware(PoolscopeMiddleware, tracer_provider=sampled_out)],
+    )
+    try:
+        with serve(app) as url, httpx.Client(base_url=url) as client:
+            assert [client.get("/fetch").text for _ in range(3)] == ["fetched"] * 3
+    finally:
+        poolscope.uninstrument()
+    assert found.exporter.get_finished_spans() == ()
+    [runs] = found.points(
+        semconv.METRIC_TASK_RUN_DURATION, executor__name=semconv.POOL_ASYNCIO_DEFAULT
+    )
+    assert runs.count == 3

@@ -116,9 +116,11 @@ class _RollupApp:
             named = isinstance(attributes.get(semconv.ATTR_HTTP_ROUTE), str)
             name_at_end = self.names_span and not named
             route = _route_safely(attributes, self.app, scope)
-        elif not settings.root_spans:
-            # Nothing records this request (sampled out, or no server span): its tasks
-            # make no spans, so there is no roll-up to write and no span budget to keep.
+        elif _sampled_out(found) and not settings.root_spans:
+            # The request's trace is sampled out: the spans inside it are too (under
+            # the usual parent-based sampler), so there is no roll-up to write and no
+            # span budget to keep. (With no span at all, spans the app starts inside
+            # may be recorded, and still get the budget.)
             await self.app(scope, receive, send)
             return
         budget = self.span_budget
@@ -144,6 +146,10 @@ class _RollupApp:
             current_rollup.reset(token)
             if not written:  # no complete body sent (error, disconnect): write now
                 _write_safely(span, rollup, scope, name_at_end)
+
+
+def _sampled_out(span: Span) -> bool:
+    return span.get_span_context().is_valid and not span.is_recording()
 
 
 def _attributes_of(span: Span) -> Mapping[str, Any]:

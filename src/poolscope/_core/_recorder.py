@@ -10,9 +10,10 @@ the histograms, so a collection never misses a finished task.
 
 poolscope's own histograms take a value in about a µs, yet queueing it is still
 cheaper: recorded at once, the worker and the loop would each write the same
-histograms, locks and counters, from two cores, for every task
-(``benchmarks/bench_offload.py``: 7-20 µs more per awaited offload), where the
-replay writes them from one thread, in a batch.
+histograms, locks and counters, from two cores, for every task, where the
+replay writes them from one thread, in a batch (measured against each other
+with ``benchmarks/bench_offload.py``'s workload, recording at once was the
+slower of the two).
 
 Records of waits long enough for a span carry the context of the task's
 submitter, so the exemplars of ``executor.task.wait.duration`` still point at
