@@ -8,8 +8,11 @@ under the same closed-loop load twice, on loopback:
   run, started again at 35%, SIGKILLed again at 50% and left down to the end.
 
 and reports, per phase, throughput and latency against the same stretch of the
-baseline, the app's resident memory, every line the app logged about export,
-and whether export resumed by itself once the collector came back after the run.
+baseline, the app's resident memory and CPU per request, the CPU the load
+driver (this process) used and how busy the machine was (so that a run says
+when the machine, not the app, was the limit), every line the app logged about
+export, and whether export resumed by itself once the collector came back
+after the run.
 
     python benchmarks/export_faults.py                 # 300 s per run: 150 s unreachable
     python benchmarks/export_faults.py --seconds 40 --export-timeout 2   # quick look
@@ -39,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
+from benchmarks._machine import BUSY_MACHINE, busy_jiffies, cores_busy  # noqa: E402
 from benchmarks.soak import rss_kb  # noqa: E402
 from tools import stack as _stack  # noqa: E402  (the stack runner the tests use too)
 
@@ -62,6 +66,20 @@ class Phase:
     p50_ms: float
     p95_ms: float
     max_rss_mb: float
+    app_cpu_ms_per_request: float
+    driver_cores: float
+    machine_cores: float
+
+
+@dataclass
+class Sample:
+    """Readings taken once a second while the load runs."""
+
+    at: float
+    rss_mb: float
+    app_cpu_s: float
+    driver_cpu_s: float
+    machine: tuple[int, int]
 
 
 @dataclass
@@ -129,14 +147,21 @@ async def _load(
     return done, failures
 
 
-def _phases(
-    done: list[tuple[float, float]], seconds: float, rss: list[tuple[float, float]]
-) -> list[Phase]:
+def _phases(done: list[tuple[float, float]], seconds: float, samples: list[Sample]) -> list[Phase]:
     phases = []
     for name, begin, finish in PHASES:
         lo, hi = begin * seconds, finish * seconds
         latencies = [latency for at, latency in done if lo <= at < hi]
-        peak = max((mb for at, mb in rss if lo <= at < hi), default=float("nan"))
+        inside = [sample for sample in samples if lo <= sample.at < hi]
+        peak = max((sample.rss_mb for sample in inside), default=float("nan"))
+        app_ms = driver = machine = float("nan")
+        if len(inside) >= 2:
+            first, last = inside[0], inside[-1]
+            took = last.at - first.at
+            served = sum(1 for at, _ in done if first.at <= at < last.at)
+            app_ms = 1000 * (last.app_cpu_s - first.app_cpu_s) / max(served, 1)
+            driver = (last.driver_cpu_s - first.driver_cpu_s) / took
+            machine = cores_busy(first.machine, last.machine)
         phases.append(
             Phase(
                 name,
@@ -145,6 +170,9 @@ def _phases(
                 round(_percentile(latencies, 0.50) * 1000, 1),
                 round(_percentile(latencies, 0.95) * 1000, 1),
                 round(peak, 1),
+                round(app_ms, 2),
+                round(driver, 2),
+                round(machine, 2),
             )
         )
     return phases
@@ -207,13 +235,22 @@ def run(mode: str, args: argparse.Namespace, log_dir: Path) -> Run:
         )
         app = started["fixed_app"]
         asyncio.run(_load(url, args.users, min(5.0, args.seconds / 4), []))  # warm up
-        rss: list[tuple[float, float]] = []
+        samples: list[Sample] = []
         sampling = True
 
         def sample() -> None:
             origin = time.monotonic()
             while sampling:
-                rss.append((time.monotonic() - origin, rss_kb(app.process.pid) / 1024))
+                pid = app.process.pid
+                samples.append(
+                    Sample(
+                        time.monotonic() - origin,
+                        rss_kb(pid) / 1024,
+                        _stack.cpu_seconds(pid),
+                        time.process_time(),
+                        busy_jiffies(),
+                    )
+                )
                 time.sleep(1)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -239,8 +276,8 @@ def run(mode: str, args: argparse.Namespace, log_dir: Path) -> Run:
             mode,
             args.seconds,
             failures,
-            _phases(done, args.seconds, rss),
-            [(round(at, 1), round(mb, 1)) for at, mb in rss],
+            _phases(done, args.seconds, samples),
+            [(round(sample.at, 1), round(sample.rss_mb, 1)) for sample in samples],
             export_log,
             resumed,
         )
@@ -258,6 +295,25 @@ def report(baseline: Run, faults: Run, tolerance: float) -> tuple[str, bool]:
             f"{b.p50_ms:>6.0f}/{f.p50_ms:<6.0f} {b.p95_ms:>6.0f}/{f.p95_ms:<6.0f} "
             f"{b.max_rss_mb:>7.1f}/{f.max_rss_mb:<7.1f}"
         )
+    lines.append("")
+    lines.append(
+        f"{'phase':<12} {'app CPU ms/request b/f':>23} {'load driver cores b/f':>22} "
+        f"{'machine cores b/f':>18}"
+    )
+    for b, f in zip(baseline.phases, faults.phases, strict=True):
+        lines.append(
+            f"{b.name:<12} {b.app_cpu_ms_per_request:>11.2f}/{f.app_cpu_ms_per_request:<11.2f} "
+            f"{b.driver_cores:>10.2f}/{f.driver_cores:<11.2f} "
+            f"{b.machine_cores:>8.2f}/{f.machine_cores:<9.2f}"
+        )
+    cores = os.cpu_count() or 1
+    busiest = max(p.machine_cores for p in (*baseline.phases, *faults.phases))
+    limit = (
+        "the machine may have been the limit"
+        if busiest > BUSY_MACHINE * cores
+        else "the machine was not the limit"
+    )
+    lines.append(f"the machine's {cores} cores were at most {busiest:.2f} busy: {limit}")
     overall = faults.requests / baseline.requests if baseline.requests else float("nan")
     lines.append(f"overall throughput ratio (faults / baseline): {overall:.3f}")
     lines.append(f"failed requests: baseline {baseline.failures}, faults {faults.failures}")
