@@ -37,6 +37,13 @@ def test_collector_outages_are_reported_once_each_and_export_resumes(tmp_path: P
 
     assert run.failures == 0
     assert all(phase.requests > 0 for phase in run.phases), run.phases
+    # Each phase says what the app, the load driver and the machine used, so a
+    # run can tell when the machine was the limit.
+    cores = os.cpu_count() or 1
+    for phase in run.phases:
+        assert phase.app_cpu_ms_per_request > 0, phase
+        assert 0 < phase.driver_cores <= cores, phase
+        assert phase.driver_cores < phase.machine_cores <= cores * 1.05, phase
     # Two outages (killed at 20%, and at 50% to the end): one line as each starts
     # and one as export works again after the restart, per signal; the OTLP
     # exporter's per-retry warnings are held back.
