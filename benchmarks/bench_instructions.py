@@ -25,32 +25,47 @@ free of start-up and imports. Workloads:
 * ``asgi``: ``_asgi_app.py``'s endpoints called in-process (no server, no
   sockets: the app's own ASGI calls), ``--concurrency`` requests at a time on
   uvloop, so the default executor's 6 workers are outnumbered and every
-  offload waits, as under ``bench_asgi.py``'s 50 connections.
+  offload waits, as under ``bench_asgi.py``'s 50 connections;
+* ``server``: the same app served by uvicorn, as ``bench_asgi.py`` serves it,
+  and only the server under callgrind: requests sent over ``--concurrency``
+  keep-alive connections by a client in this process. It counts what the
+  in-process workload leaves out (uvicorn, its HTTP parser, the ASGI scope a
+  real server builds), at some 1.5 minutes an estimate.
 
 Timed work in background threads (the span processor's export every 5 s, the
 watchdog's sample every 20 ms) runs per second of the process, and under
-callgrind a second holds ~50 times fewer operations: the ``asgi`` workload
-therefore runs without the loop monitor (``bench_loop.py`` measures it).
+callgrind a second holds ~50 times fewer operations: the ``asgi`` and
+``server`` workloads therefore run without the loop monitor (``bench_loop.py``
+measures it).
 
     apt-get install valgrind
-    python benchmarks/bench_instructions.py                 # both workloads, 3 repeats: ~45 min
+    python benchmarks/bench_instructions.py                 # offload and asgi, 3 repeats: ~45 min
     python benchmarks/bench_instructions.py --workload offload --repeats 1
+    python benchmarks/bench_instructions.py --workload server --paths /async   # ~12 min
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from _spread import spread
 
 HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent)]
+
+from tools.stack import free_port, tcp_open  # noqa: E402
+
+WORKLOADS = ("offload", "asgi", "server")
 OFFLOAD_CONFIGS = ("bare", "poolscope-metrics", "poolscope-spans", "otel-asyncio")
 OFFLOAD_PATHS = ("to_thread", "submit")
 ASGI_CONFIGS = ("bare", "otel", "poolscope-no-loop-monitor")
@@ -60,20 +75,27 @@ NO_WAIT_SPAN = {"OTEL_POOLSCOPE_WAIT_SPAN_THRESHOLD_MS": "60000"}
 """For the offload workload: a hand-over callgrind slows down is not a wait."""
 
 
+_CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
+
+
+def _collected(argv: list[str], returncode: int | None, stderr: str) -> int:
+    found = _COLLECTED.search(stderr)
+    if returncode != 0 or found is None:
+        raise SystemExit(f"{' '.join(argv)} failed under callgrind:\n{stderr[-2000:]}")
+    return int(found.group(1))
+
+
 def _instructions(argv: list[str], env: dict[str, str] | None = None) -> int:
     """Instructions every thread of ``argv`` executed, by callgrind."""
     result = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        [*_CALLGRIND, *argv],
         check=False,
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
         cwd=HERE,
     )
-    found = _COLLECTED.search(result.stderr)
-    if result.returncode != 0 or found is None:
-        raise SystemExit(f"{' '.join(argv)} failed under callgrind:\n{result.stderr[-2000:]}")
-    return int(found.group(1))
+    return _collected(argv, result.returncode, result.stderr)
 
 
 Estimates = dict[tuple[str, str], list[float]]
@@ -102,14 +124,71 @@ def _offload(count: int, repeats: int) -> Estimates:
     return found
 
 
-def _asgi(count: int, concurrency: int, repeats: int) -> Estimates:
+def _asgi(count: int, concurrency: int, repeats: int, paths: list[str]) -> Estimates:
     script = [sys.executable, __file__, "--asgi-child", str(concurrency)]
-    found: Estimates = {(path, config): [] for path in ASGI_PATHS for config in ASGI_CONFIGS}
+    found: Estimates = {(path, config): [] for path in paths for config in ASGI_CONFIGS}
     for _ in range(repeats):
         for path, config in found:
             env = {"POOLSCOPE_BENCH_CONFIG": config}
             found[(path, config)].append(_per_operation([*script, path], count, env))
     return found
+
+
+def _server(count: int, concurrency: int, repeats: int, paths: list[str]) -> Estimates:
+    found: Estimates = {(path, config): [] for path in paths for config in ASGI_CONFIGS}
+    for _ in range(repeats):
+        for path, config in found:
+            few = _served(config, path, count, concurrency)
+            many = _served(config, path, 4 * count, concurrency)
+            found[(path, config)].append((many - few) / (3 * count))
+    return found
+
+
+def _served(config: str, path: str, requests: int, concurrency: int) -> int:
+    """Instructions uvicorn executed, under callgrind, from start to exit, having
+    served ``requests`` requests for ``path``."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "_asgi_app:app", "--port", str(port)]
+    argv += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+    server = subprocess.Popen(
+        [*_CALLGRIND, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "POOLSCOPE_BENCH_CONFIG": config},
+        cwd=HERE,
+    )
+    try:
+        deadline = time.monotonic() + 300  # imports under callgrind take a while
+        while not tcp_open(port) and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if tcp_open(port):
+            asyncio.run(_send(f"http://127.0.0.1:{port}{path}", requests, concurrency))
+            server.send_signal(signal.SIGINT)  # uvicorn shuts down, valgrind reports
+        else:
+            server.kill()
+        stderr = server.communicate(timeout=300)[1]
+    finally:
+        if server.poll() is None:
+            server.kill()
+    return _collected(argv, server.returncode, stderr)
+
+
+async def _send(url: str, requests: int, concurrency: int) -> None:
+    """``requests`` GETs of ``url``, over ``concurrency`` keep-alive connections."""
+    import httpx
+
+    left = requests
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+
+        async def connection() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                (await client.get(url)).raise_for_status()
+
+        await asyncio.gather(*(connection() for _ in range(concurrency)))
 
 
 def _asgi_child(concurrency: int, path: str, requests: int) -> None:
@@ -174,10 +253,13 @@ def _table(title: str, estimates: Estimates, baseline: str, reference: str) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=("offload", "asgi", "both"), default="both")
+    parser.add_argument(
+        "--workload", nargs="+", choices=WORKLOADS, default=["offload", "asgi"], metavar="W"
+    )
     parser.add_argument("--offloads", type=int, default=1000, help="N offloads (and 4N)")
     parser.add_argument("--requests", type=int, default=100, help="N requests (and 4N)")
-    parser.add_argument("--concurrency", type=int, default=50, help="asgi requests at a time")
+    parser.add_argument("--concurrency", type=int, default=50, help="requests at a time")
+    parser.add_argument("--paths", nargs="+", default=list(ASGI_PATHS), help="asgi, server")
     parser.add_argument("--repeats", type=int, default=3, help="estimates per figure")
     parser.add_argument("--asgi-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,18 +275,26 @@ def main() -> None:
         f"median (lowest to highest) of {args.repeats} estimates"
     )
     print(f"Python {sys.version.split()[0]}")
-    if args.workload in ("offload", "both"):
+    if "offload" in args.workload:
         _table(
             f"One offload at a time ({args.offloads} and {4 * args.offloads} offloads):",
             _offload(args.offloads, args.repeats),
             "bare",
             "otel-asyncio",
         )
-    if args.workload in ("asgi", "both"):
+    if "asgi" in args.workload:
         _table(
             f"In-process ASGI requests, {args.concurrency} at a time "
             f"({args.requests} and {4 * args.requests} requests):",
-            _asgi(args.requests, args.concurrency, args.repeats),
+            _asgi(args.requests, args.concurrency, args.repeats, args.paths),
+            "bare",
+            "otel",
+        )
+    if "server" in args.workload:
+        _table(
+            f"Requests served by uvicorn, {args.concurrency} connections "
+            f"({args.requests} and {4 * args.requests} requests):",
+            _server(args.requests, args.concurrency, args.repeats, args.paths),
             "bare",
             "otel",
         )
