@@ -227,8 +227,8 @@ def _asgi_child(concurrency: int, path: str, requests: int) -> None:
     async def main() -> None:
         for _ in range(50):  # warm-up: imports, the executor's threads, the first spans
             await one()
-        for _ in range(requests // concurrency):
-            await asyncio.gather(*(one() for _ in range(concurrency)))
+        for first in range(0, requests, concurrency):  # exactly ``requests`` in all
+            await asyncio.gather(*(one() for _ in range(min(concurrency, requests - first))))
 
     uvloop.run(main())
 
@@ -282,22 +282,14 @@ def main() -> None:
             "bare",
             "otel-asyncio",
         )
-    if "asgi" in args.workload:
-        _table(
-            f"In-process ASGI requests, {args.concurrency} at a time "
-            f"({args.requests} and {4 * args.requests} requests):",
-            _asgi(args.requests, args.concurrency, args.repeats, args.paths),
-            "bare",
-            "otel",
-        )
-    if "server" in args.workload:
-        _table(
-            f"Requests served by uvicorn, {args.concurrency} connections "
-            f"({args.requests} and {4 * args.requests} requests):",
-            _server(args.requests, args.concurrency, args.repeats, args.paths),
-            "bare",
-            "otel",
-        )
+    requests = f"({args.requests} and {4 * args.requests} requests)"
+    for workload, title, measure in (
+        ("asgi", f"In-process ASGI requests, {args.concurrency} at a time", _asgi),
+        ("server", f"Requests served by uvicorn, {args.concurrency} connections", _server),
+    ):
+        if workload in args.workload:
+            estimates = measure(args.requests, args.concurrency, args.repeats, args.paths)
+            _table(f"{title} {requests}:", estimates, "bare", "otel")
 
 
 if __name__ == "__main__":
