@@ -30,7 +30,7 @@ free of start-up and imports. Workloads:
   and only the server under callgrind: requests sent over ``--concurrency``
   keep-alive connections by a client in this process. It counts what the
   in-process workload leaves out (uvicorn, its HTTP parser, the ASGI scope a
-  real server builds), at some 1.5 minutes an estimate.
+  real server builds), at under a minute an estimate.
 
 Timed work in background threads (the span processor's export every 5 s, the
 watchdog's sample every 20 ms) runs per second of the process, and under
@@ -41,7 +41,7 @@ measures it).
     apt-get install valgrind
     python benchmarks/bench_instructions.py                 # offload and asgi, 3 repeats: ~45 min
     python benchmarks/bench_instructions.py --workload offload --repeats 1
-    python benchmarks/bench_instructions.py --workload server --paths /async   # ~12 min
+    python benchmarks/bench_instructions.py --workload server --paths /async /offload   # ~15 min
 """
 
 from __future__ import annotations
