@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from _wrk import require_wrk, wrk
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
 
-from tools.stack import cpu_seconds  # noqa: E402
+from tools.stack import cpu_seconds, free_port  # noqa: E402
 
 CONFIGS = (
     "bare",
@@ -45,27 +44,15 @@ CONFIGS = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def uvicorn_argv(port: int) -> list[str]:
+    """How the benchmarks serve ``_asgi_app`` (one process; run it in this directory)."""
+    argv = [sys.executable, "-m", "uvicorn", "_asgi_app:app", "--host", "127.0.0.1"]
+    return [*argv, "--port", str(port), "--log-level", "warning", "--no-access-log"]
 
 
 def _serve(config: str, port: int) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "_asgi_app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        uvicorn_argv(port),
         cwd=HERE,
         env={**os.environ, "POOLSCOPE_BENCH_CONFIG": config},
     )
@@ -94,7 +81,7 @@ def main() -> None:
     busiest = 0.0
     for _ in range(args.rounds):
         for config in CONFIGS:
-            port = _free_port()
+            port = free_port()
             server = _serve(config, port)
             try:
                 for path in args.paths:

@@ -59,6 +59,7 @@ import time
 from pathlib import Path
 
 from _spread import spread
+from bench_asgi import uvicorn_argv
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
@@ -148,8 +149,7 @@ def _served(config: str, path: str, requests: int, concurrency: int) -> int:
     """Instructions uvicorn executed, under callgrind, from start to exit, having
     served ``requests`` requests for ``path``."""
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "_asgi_app:app", "--port", str(port)]
-    argv += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+    argv = uvicorn_argv(port)
     server = subprocess.Popen(
         [*_CALLGRIND, *argv],
         stdout=subprocess.DEVNULL,
